@@ -1,0 +1,879 @@
+"""The compiled per-reference loop and the mechanisms it needs at fault time.
+
+Everything here runs under numba on the flat arrays of ``state.State``. A reference that hits a
+guest-resident page backed by host RAM costs a few array updates; the rest (guest page faults,
+guest eviction, host faults, reclaiming host memory from another VM) is the slow path and happens
+here too, because a fault must be served before the next reference of the same VM.
+
+Return convention for the slow path: a non-negative float is the stall in nanoseconds; BLOCKED
+means the VM could get no memory now (it waits for the next slice); OOM means its page file is full.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .state import (
+    ABSENT, BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
+    C_GUEST_FAULT, C_GUEST_PAGE_OUT, C_GUEST_PF_READ, C_HOST_SWAP_IN, C_HOST_SWAP_OUT, C_REFS,
+    C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_BUSY, D_PAR, D_READ_NS, D_WRITE_NS, F_ACCESSED,
+    F_BLOCKED, F_CBIG, F_CLOCK, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
+    F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, H_COMPRESSED, H_FIFO_ON,
+    H_FREE_Q, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
+    H_SWAP_DEV, H_SWAP_USED, H_SWAPPED, H_UNBACKED, HF_COMPRESS_NS, HF_COW_NS,
+    HF_DECOMPRESS_NS, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HOST_BITS, I_BACKED_Q,
+    I_BALLOON_HEAD, I_BLOCKED, I_BOOT_PHASE, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED,
+    I_DONE, I_FIFO_HEAD, I_FIFO_LEN, I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_IMAGE_ID,
+    I_IMAGE_PAGES, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON, I_NFRAMES, I_NFREE, I_NINUSE,
+    I_OOM, I_OS_PAGES, I_PAGE_BASE, I_PAGED, I_PF_CAP, I_PF_DEV, I_PF_SLOTS, I_PHASE,
+    I_PHASE_END, I_PHASE_FIRST, I_PHASE_REFS, I_PRESENT, I_REPEAT, I_REPL, I_RESIDENT,
+    I_RUNNING, I_SCAN_PTR, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_DEV, I_SMART_QUOTA,
+    I_STALLED, I_SWAP_OK, I_SWAPPED, I_TOUCHED, I_VICTIM, K_HOTCOLD, K_IDLE, K_SCAN, K_TRACE,
+    K_UNIFORM, K_ZIPF, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END,
+    P_HOT_PAGES, P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN,
+    P_TRACE_OFF, P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, PAGED,
+    PAGED_WRITTEN, R_CLOCK, R_LRU, TOUCH_BITS, UNTOUCHED, V_CLOCK, V_FIFO,
+)
+
+BLOCKED = -1.0
+OOM = -2.0
+
+_U7 = np.uint64(7)
+_U11 = np.uint64(11)
+_U12 = np.uint64(12)
+_U25 = np.uint64(25)
+_U27 = np.uint64(27)
+_U30 = np.uint64(30)
+_U31 = np.uint64(31)
+_XS_MUL = np.uint64(2685821657736338717)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_INV53 = 1.0 / 9007199254740992.0
+
+
+# --- randomness and hashing ---------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def rand_u64(rng, i):
+    """xorshift64*: one independent stream per VM plus one for the host, so runs repeat exactly."""
+    x = rng[i]
+    x ^= x >> _U12
+    x ^= x << _U25
+    x ^= x >> _U27
+    rng[i] = x
+    return x * _XS_MUL
+
+
+@njit(cache=True, inline="always")
+def rand_float(rng, i):
+    return np.float64(rand_u64(rng, i) >> _U11) * _INV53
+
+
+@njit(cache=True, inline="always")
+def rand_below(rng, i, n):
+    return np.int64(rand_u64(rng, i) % np.uint64(n))
+
+
+@njit(cache=True, inline="always")
+def mix64(z):
+    """splitmix64's finalizer: page contents and compressibility are pure functions of page ids."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> _U30)) * _MIX1
+    z = (z ^ (z >> _U27)) * _MIX2
+    return z ^ (z >> _U31)
+
+
+@njit(cache=True, inline="always")
+def unit_hash(z):
+    return np.float64(mix64(z) >> _U11) * _INV53
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def device_io(st, d, t, write):
+    """Latency of one 4 KiB I/O issued at time t, queueing behind earlier I/Os: a device with
+    parallelism P starts a new I/O every latency/P once it is saturated."""
+    lat = st.dev_f[d, D_WRITE_NS] if write else st.dev_f[d, D_READ_NS]
+    busy = st.dev_f[d, D_BUSY]
+    start = t if t > busy else busy
+    st.dev_f[d, D_BUSY] = start + lat / st.dev_f[d, D_PAR]
+    return start + lat - t
+
+
+# --- page content -------------------------------------------------------------------------------
+
+@njit(cache=True)
+def content_mix(st, v, page):
+    """(zero, shared, compressible) fractions of the region that holds ``page``."""
+    if page < st.vm_i[v, I_OS_PAGES]:
+        return st.vm_f[v, F_OS_ZERO], st.vm_f[v, F_OS_SHARED], st.vm_f[v, F_OS_COMPRESSIBLE]
+    for p in range(st.vm_i[v, I_PHASE_FIRST], st.vm_i[v, I_PHASE_END]):
+        start = st.ph_i[p, P_START]
+        if start <= page < start + st.ph_i[p, P_NPAGES]:
+            return st.ph_f[p, P_ZERO], st.ph_f[p, P_SHARED], st.ph_f[p, P_COMPRESSIBLE]
+    return 0.0, 0.0, 0.5
+
+
+@njit(cache=True)
+def content_key(st, v, page):
+    # the image id, not the VM, goes into the hash: two VMs of one image hold the same content
+    return np.uint64(page) * np.uint64(0x100000001B3) ^ (np.uint64(st.vm_i[v, I_IMAGE_ID]) << np.uint64(48))
+
+
+@njit(cache=True)
+def content_slot(st, v, page, fl):
+    """The share_ref slot of the page's content, or -1 if it is unique (never shareable)."""
+    if st.host_i[H_SHARE_ON] == 0 or (fl & F_WRITTEN) != 0 or page < 0:
+        return -1
+    zero, shared, _ = content_mix(st, v, page)
+    key = content_key(st, v, page)
+    r = unit_hash(key)
+    base = st.vm_i[v, I_SLOT_BASE]
+    if r < zero:
+        return base
+    if r < zero + shared:
+        return base + 1 + np.int64(mix64(key ^ _MIX1) % np.uint64(st.vm_i[v, I_IMAGE_PAGES]))
+    return -1
+
+
+@njit(cache=True)
+def compressed_quarters(st, v, page, frame, fl):
+    """How many 1 KB quarters the page compresses into: 1 or 2, or 0 if it does not fit in 2 KB."""
+    if page < 0:   # a free guest frame: stale data of unknown kind
+        key = np.uint64(frame) * np.uint64(0x9E3779B1) ^ np.uint64(v + 1)
+        compressible = 0.5
+        zero = 0.0
+    else:
+        zero, _, compressible = content_mix(st, v, page)
+        key = content_key(st, v, page)
+        if (fl & F_WRITTEN) != 0:
+            zero = 0.0
+            key = key ^ np.uint64(0xABCDEF)
+    if unit_hash(key) < zero:
+        return 1
+    r = unit_hash(key ^ _MIX2)
+    if r < compressible * 0.5:
+        return 1
+    if r < compressible:
+        return 2
+    return 0
+
+
+# --- guest lists --------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def lru_unlink(st, v, fb, f):
+    p = st.lru_prev[fb + f]
+    n = st.lru_next[fb + f]
+    if p >= 0:
+        st.lru_next[fb + p] = n
+    else:
+        st.vm_i[v, I_LRU_HEAD] = n
+    if n >= 0:
+        st.lru_prev[fb + n] = p
+    else:
+        st.vm_i[v, I_LRU_TAIL] = p
+
+
+@njit(cache=True, inline="always")
+def lru_push_front(st, v, fb, f):
+    h = st.vm_i[v, I_LRU_HEAD]
+    st.lru_prev[fb + f] = -1
+    st.lru_next[fb + f] = h
+    if h >= 0:
+        st.lru_prev[fb + h] = f
+    else:
+        st.vm_i[v, I_LRU_TAIL] = f
+    st.vm_i[v, I_LRU_HEAD] = f
+
+
+@njit(cache=True)
+def free_push(st, v, fb, f):
+    st.frame_page[fb + f] = FREE
+    st.lru_next[fb + f] = st.vm_i[v, I_FREE_HEAD]
+    st.vm_i[v, I_FREE_HEAD] = f
+    st.vm_i[v, I_NFREE] += 1
+
+
+@njit(cache=True)
+def free_pop(st, v, fb):
+    f = st.vm_i[v, I_FREE_HEAD]
+    st.vm_i[v, I_FREE_HEAD] = st.lru_next[fb + f]
+    st.vm_i[v, I_NFREE] -= 1
+    return f
+
+
+@njit(cache=True)
+def balloon_push(st, v, fb, f):
+    st.frame_page[fb + f] = BALLOONED
+    st.lru_next[fb + f] = st.vm_i[v, I_BALLOON_HEAD]
+    st.vm_i[v, I_BALLOON_HEAD] = f
+    st.vm_i[v, I_NBALLOON] += 1
+
+
+@njit(cache=True)
+def balloon_pop(st, v, fb):
+    f = st.vm_i[v, I_BALLOON_HEAD]
+    st.vm_i[v, I_BALLOON_HEAD] = st.lru_next[fb + f]
+    st.vm_i[v, I_NBALLOON] -= 1
+    return f
+
+
+@njit(cache=True)
+def fifo_push(st, v, fb, f):
+    if st.host_i[H_FIFO_ON] == 0 or (st.flags[fb + f] & F_IN_FIFO) != 0:
+        return
+    n = st.vm_i[v, I_NFRAMES]
+    pos = (st.vm_i[v, I_FIFO_HEAD] + st.vm_i[v, I_FIFO_LEN]) % n
+    st.fifo[fb + pos] = f
+    st.vm_i[v, I_FIFO_LEN] += 1
+    st.flags[fb + f] |= F_IN_FIFO
+
+
+# --- host backing -------------------------------------------------------------------------------
+
+@njit(cache=True)
+def unshare(st, v, fb, f, page, fl):
+    """The guest frame stops holding the shared content (its page leaves or is overwritten). The
+    last holder of a content keeps the host frame as private RAM; otherwise the frame loses its
+    backing and needs a new host page when the guest writes it next."""
+    slot = content_slot(st, v, page, fl)
+    st.vm_i[v, I_SHARED] -= 1
+    st.share_ref[slot] -= 1
+    if st.share_ref[slot] == 0:
+        st.host_i[H_SHARED_FRAMES] -= 1
+        st.host_state[fb + f] = H_RAM
+        st.vm_i[v, I_BACKED_Q] += 4
+        st.vm_i[v, I_RESIDENT] += 1
+        fifo_push(st, v, fb, f)
+    else:
+        st.host_state[fb + f] = H_UNBACKED
+
+
+@njit(cache=True)
+def release_backing(st, v, fb, f):
+    """Drop the host backing of a guest frame that holds no page (ballooned, reset)."""
+    hs = st.host_state[fb + f]
+    if hs == H_RAM:
+        st.vm_i[v, I_BACKED_Q] -= 4
+        st.host_i[H_FREE_Q] += 4
+        st.vm_i[v, I_RESIDENT] -= 1
+    elif hs == H_COMPRESSED:
+        q = 2 if (st.flags[fb + f] & F_CBIG) != 0 else 1
+        st.vm_i[v, I_BACKED_Q] -= q
+        st.vm_i[v, I_COMP_Q] -= q
+        st.host_i[H_FREE_Q] += q
+        st.vm_i[v, I_COMPRESSED] -= 1
+    elif hs == H_SWAPPED:
+        st.vm_i[v, I_SWAPPED] -= 1
+        st.host_i[H_SWAP_USED] -= 1
+    elif hs == H_SMART:
+        st.vm_i[v, I_SMART] -= 1
+        st.host_i[H_SMART_USED] -= 1
+    st.host_state[fb + f] = H_UNBACKED
+    st.flags[fb + f] &= ~F_CBIG
+
+
+@njit(cache=True)
+def pick_host_victim(st, u):
+    """A guest frame of VM u backed by private host RAM, chosen by u's strategy; -1 if none."""
+    if st.vm_i[u, I_RESIDENT] == 0:
+        return -1
+    fb = st.vm_i[u, I_FRAME_BASE]
+    present = st.vm_i[u, I_PRESENT]
+    strategy = st.vm_i[u, I_VICTIM]
+    if strategy == V_FIFO and st.host_i[H_FIFO_ON] != 0:
+        n = st.vm_i[u, I_NFRAMES]
+        while st.vm_i[u, I_FIFO_LEN] > 0:
+            f = st.fifo[fb + st.vm_i[u, I_FIFO_HEAD]]
+            st.vm_i[u, I_FIFO_HEAD] = (st.vm_i[u, I_FIFO_HEAD] + 1) % n
+            st.vm_i[u, I_FIFO_LEN] -= 1
+            st.flags[fb + f] &= ~F_IN_FIFO
+            if st.host_state[fb + f] == H_RAM:
+                return f
+    elif strategy == V_CLOCK:
+        hand = st.vm_i[u, I_HHAND]
+        for _ in range(2 * present + 1):
+            f = hand
+            hand += 1
+            if hand >= present:
+                hand = 0
+            if st.host_state[fb + f] == H_RAM:
+                if (st.flags[fb + f] & F_ACCESSED) != 0:
+                    st.flags[fb + f] &= ~F_ACCESSED
+                else:
+                    st.vm_i[u, I_HHAND] = hand
+                    return f
+        st.vm_i[u, I_HHAND] = hand
+    # random (ESX's choice: blind, and immune to pathological interplay with the guest's LRU)
+    for _ in range(64):
+        f = rand_below(st.rng, st.host_i[H_RNG], present)
+        if st.host_state[fb + f] == H_RAM:
+            return f
+    start = rand_below(st.rng, st.host_i[H_RNG], present)
+    for i in range(present):
+        f = (start + i) % present
+        if st.host_state[fb + f] == H_RAM:
+            return f
+    return -1
+
+
+@njit(cache=True)
+def evict_to_host_storage(st, u, f, t, to_smart):
+    """Take host RAM away from guest frame f of VM u: compress it if u allows and it fits in the
+    cache, else write it to the Smart Paging file or the host swap file. Returns the time spent."""
+    fb = st.vm_i[u, I_FRAME_BASE]
+    F = fb + f
+    if not to_smart and st.vm_i[u, I_COMPRESS] != 0:
+        page = st.frame_page[F]
+        q = compressed_quarters(st, u, page, f, st.flags[F])
+        if q > 0 and st.vm_i[u, I_COMP_Q] + q <= st.vm_i[u, I_COMP_CAP_Q]:
+            st.host_state[F] = H_COMPRESSED
+            if q == 2:
+                st.flags[F] |= F_CBIG
+            st.vm_i[u, I_COMP_Q] += q
+            st.vm_i[u, I_BACKED_Q] -= 4 - q
+            st.host_i[H_FREE_Q] += 4 - q
+            st.vm_i[u, I_RESIDENT] -= 1
+            st.vm_i[u, I_COMPRESSED] += 1
+            st.vm_c[u, C_COMPRESSION] += 1
+            return st.host_f[HF_COMPRESS_NS]
+    st.vm_i[u, I_BACKED_Q] -= 4
+    st.host_i[H_FREE_Q] += 4
+    st.vm_i[u, I_RESIDENT] -= 1
+    if to_smart:
+        st.host_state[F] = H_SMART
+        st.vm_i[u, I_SMART] += 1
+        st.host_i[H_SMART_USED] += 1
+        st.vm_c[u, C_SMART_OUT] += 1
+        return device_io(st, st.vm_i[u, I_SMART_DEV], t, True)
+    st.host_state[F] = H_SWAPPED
+    st.vm_i[u, I_SWAPPED] += 1
+    st.host_i[H_SWAP_USED] += 1
+    st.vm_c[u, C_HOST_SWAP_OUT] += 1
+    return device_io(st, st.host_i[H_SWAP_DEV], t, True)
+
+
+@njit(cache=True)
+def smart_room(st, v):
+    return st.vm_i[v, I_SMART] < st.vm_i[v, I_SMART_QUOTA]
+
+
+@njit(cache=True)
+def reclaim_target(st, v):
+    """Which VM gives up a host page when v needs one and none is free: the swap-allowed VM
+    furthest above its host limit (the policy's target), else v's own Smart Paging allowance,
+    else the swap-allowed VM holding the most host memory. -1: nobody can."""
+    best = -1
+    best_excess = np.int64(0)
+    n = st.vm_i.shape[0]
+    for u in range(n):
+        if st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0:
+            excess = st.vm_i[u, I_BACKED_Q] - st.vm_i[u, I_LIMIT_Q]
+            if excess > best_excess:
+                best = u
+                best_excess = excess
+    if best >= 0:
+        return best
+    if smart_room(st, v) and st.vm_i[v, I_RESIDENT] > 0:
+        return v
+    most = np.int64(0)
+    for u in range(n):
+        if st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0:
+            if st.vm_i[u, I_BACKED_Q] > most:
+                best = u
+                most = st.vm_i[u, I_BACKED_Q]
+    return best
+
+
+@njit(cache=True)
+def obtain_host_page(st, v, t):
+    """Account one more private host page to VM v, reclaiming one from some VM if needed."""
+    stall = 0.0
+    for _ in range(64):
+        over = st.vm_i[v, I_BACKED_Q] + 4 > st.vm_i[v, I_LIMIT_Q]
+        if not over and st.host_i[H_FREE_Q] >= 4:
+            st.host_i[H_FREE_Q] -= 4
+            st.vm_i[v, I_BACKED_Q] += 4
+            return stall
+        to_smart = False
+        if over:
+            # over its own limit (ESX limit, cgroup memory.max): it pages itself
+            if st.vm_i[v, I_SWAP_OK] != 0:
+                u = v
+            elif smart_room(st, v):
+                u = v
+                to_smart = True
+            else:
+                return BLOCKED
+        else:
+            u = reclaim_target(st, v)
+            if u < 0:
+                return BLOCKED
+            to_smart = u == v and st.vm_i[v, I_SWAP_OK] == 0
+        f = pick_host_victim(st, u)
+        if f < 0:
+            return BLOCKED
+        stall += evict_to_host_storage(st, u, f, t + stall, to_smart)
+    return BLOCKED
+
+
+@njit(cache=True)
+def host_fault_in(st, v, fb, f, t):
+    """Give guest frame f of VM v host RAM: zero-fill, swap-in, Smart Paging read or
+    decompression, by where its content is."""
+    F = fb + f
+    hs = st.host_state[F]
+    stall = obtain_host_page(st, v, t)
+    if stall < 0.0:
+        return BLOCKED
+    if hs == H_SWAPPED:
+        stall += device_io(st, st.host_i[H_SWAP_DEV], t + stall, False)
+        st.vm_c[v, C_HOST_SWAP_IN] += 1
+        st.vm_i[v, I_SWAPPED] -= 1
+        st.host_i[H_SWAP_USED] -= 1
+    elif hs == H_SMART:
+        stall += device_io(st, st.vm_i[v, I_SMART_DEV], t + stall, False)
+        st.vm_c[v, C_SMART_IN] += 1
+        st.vm_i[v, I_SMART] -= 1
+        st.host_i[H_SMART_USED] -= 1
+    elif hs == H_COMPRESSED:
+        q = 2 if (st.flags[F] & F_CBIG) != 0 else 1
+        st.flags[F] &= ~F_CBIG
+        st.vm_i[v, I_BACKED_Q] -= q
+        st.vm_i[v, I_COMP_Q] -= q
+        st.host_i[H_FREE_Q] += q
+        st.vm_i[v, I_COMPRESSED] -= 1
+        stall += st.host_f[HF_DECOMPRESS_NS]
+        st.vm_c[v, C_DECOMPRESSION] += 1
+    else:
+        stall += st.host_f[HF_ZERO_FILL_NS]
+        st.vm_c[v, C_ZERO_FILL] += 1
+    st.host_state[F] = H_RAM
+    st.vm_i[v, I_RESIDENT] += 1
+    fifo_push(st, v, fb, f)
+    return stall
+
+
+@njit(cache=True)
+def cow_break(st, v, fb, f, page, fl, t):
+    """A write to a shared page: the writer gets a private copy; the last holder just keeps it."""
+    slot = content_slot(st, v, page, fl)
+    if st.share_ref[slot] == 1:
+        st.share_ref[slot] = 0
+        st.host_i[H_SHARED_FRAMES] -= 1
+        st.vm_i[v, I_SHARED] -= 1
+        st.vm_i[v, I_BACKED_Q] += 4
+        st.vm_i[v, I_RESIDENT] += 1
+        st.host_state[fb + f] = H_RAM
+        fifo_push(st, v, fb, f)
+        return 0.0
+    stall = obtain_host_page(st, v, t)
+    if stall < 0.0:
+        return BLOCKED
+    st.share_ref[slot] -= 1
+    st.vm_i[v, I_SHARED] -= 1
+    st.vm_i[v, I_RESIDENT] += 1
+    st.host_state[fb + f] = H_RAM
+    st.vm_c[v, C_COW_BREAK] += 1
+    fifo_push(st, v, fb, f)
+    return stall + st.host_f[HF_COW_NS]
+
+
+# --- the guest ----------------------------------------------------------------------------------
+
+@njit(cache=True)
+def guest_victim(st, v, fb):
+    """The guest's own replacement choice among its in-use frames."""
+    repl = st.vm_i[v, I_REPL]
+    if repl == R_LRU:
+        return st.vm_i[v, I_LRU_TAIL]
+    present = st.vm_i[v, I_PRESENT]
+    hand = st.vm_i[v, I_GHAND]
+    while True:
+        f = hand
+        hand += 1
+        if hand >= present:
+            hand = 0
+        if st.frame_page[fb + f] >= 0:
+            if repl == R_CLOCK and (st.flags[fb + f] & F_GREF) != 0:
+                st.flags[fb + f] &= ~F_GREF
+                continue
+            st.vm_i[v, I_GHAND] = hand
+            return f
+
+
+@njit(cache=True)
+def guest_evict(st, v, fb, pb, t):
+    """The guest pages out its victim to its own page file. Returns (frame, stall); the frame
+    is left unmapped and on no list. Evicting a page that the host has swapped out is double
+    paging: the host reads it back in only so that the guest can write it out."""
+    if st.vm_i[v, I_NINUSE] == 0:
+        return -1, BLOCKED
+    f = guest_victim(st, v, fb)
+    F = fb + f
+    page = st.frame_page[F]
+    fl = st.flags[F]
+    stall = 0.0
+    if (fl & F_COPY) == 0:
+        hs = st.host_state[F]
+        if hs != H_RAM and hs != H_SHARED:
+            if hs == H_SWAPPED or hs == H_SMART:
+                st.vm_c[v, C_DOUBLE_PAGING] += 1
+            s = host_fault_in(st, v, fb, f, t)
+            if s < 0.0:
+                return -1, BLOCKED
+            stall += s
+        if st.vm_i[v, I_PF_SLOTS] >= st.vm_i[v, I_PF_CAP]:
+            st.vm_i[v, I_OOM] = 1
+            return -1, OOM
+        stall += device_io(st, st.vm_i[v, I_PF_DEV], t + stall, True)
+        st.vm_i[v, I_PF_SLOTS] += 1
+        st.vm_c[v, C_GUEST_PAGE_OUT] += 1
+    if st.vm_i[v, I_REPL] == R_LRU:
+        lru_unlink(st, v, fb, f)
+    if st.host_state[F] == H_SHARED:
+        unshare(st, v, fb, f, page, fl)
+    st.page_table[pb + page] = PAGED_WRITTEN if (fl & F_WRITTEN) != 0 else PAGED
+    st.frame_page[F] = FREE
+    st.flags[F] = fl & HOST_BITS
+    st.vm_i[v, I_NINUSE] -= 1
+    st.vm_i[v, I_PAGED] += 1
+    return f, stall
+
+
+@njit(cache=True)
+def guest_page_fault(st, v, fb, pb, page, t):
+    """Bring ``page`` into a guest frame: a free one, else the guest's victim. The frame is then
+    written by the guest (zeroed or read from the page file), so the host must back it."""
+    stall = 0.0
+    if st.vm_i[v, I_NFREE] > 0:
+        f = free_pop(st, v, fb)
+    else:
+        f, s = guest_evict(st, v, fb, pb, t)
+        if f < 0:
+            return s
+        stall = s
+    F = fb + f
+    if st.host_state[F] != H_RAM:
+        s = host_fault_in(st, v, fb, f, t + stall)
+        if s < 0.0:
+            free_push(st, v, fb, f)
+            return BLOCKED
+        stall += s
+    G = pb + page
+    old = st.page_table[G]
+    if old == UNTOUCHED:
+        st.vm_c[v, C_GUEST_FAULT] += 1
+        st.vm_i[v, I_TOUCHED] += 1
+        stall += st.host_f[HF_GUEST_FAULT_NS]
+        new_flags = 0
+    else:
+        stall += device_io(st, st.vm_i[v, I_PF_DEV], t + stall, False)
+        st.vm_c[v, C_GUEST_PF_READ] += 1
+        st.vm_i[v, I_PAGED] -= 1
+        new_flags = F_COPY | (F_WRITTEN if old == PAGED_WRITTEN else 0)
+    st.page_table[G] = f
+    st.frame_page[F] = page
+    st.flags[F] = (st.flags[F] & HOST_BITS) | new_flags
+    st.vm_i[v, I_NINUSE] += 1
+    if st.vm_i[v, I_REPL] == R_LRU:
+        lru_push_front(st, v, fb, f)
+    return stall
+
+
+@njit(cache=True)
+def access(st, v, fb, pb, repl, page, write, t):
+    """One memory reference. Returns the stall it caused (ns), or BLOCKED / OOM."""
+    f = st.page_table[pb + page]
+    stall = 0.0
+    touch = TOUCH_BITS
+    if f < 0:
+        stall = guest_page_fault(st, v, fb, pb, page, t)
+        if stall < 0.0:
+            return stall
+        f = st.page_table[pb + page]
+        # a page comes in with its guest reference bit clear (libCacheSim's CLOCK does the same):
+        # only a later hit gives it a second chance
+        touch = F_ACCESSED | F_SAMPLE
+    F = fb + f
+    hs = st.host_state[F]
+    if hs != H_RAM and hs != H_SHARED:
+        s = host_fault_in(st, v, fb, f, t + stall)
+        if s < 0.0:
+            return s
+        stall += s
+    fl = st.flags[F] | touch
+    if write and (fl & (F_WRITTEN | F_COPY)) != F_WRITTEN:
+        if st.host_state[F] == H_SHARED:
+            s = cow_break(st, v, fb, f, page, fl, t + stall)
+            if s < 0.0:
+                st.flags[F] = fl
+                return s
+            stall += s
+        if (fl & F_COPY) != 0:
+            st.vm_i[v, I_PF_SLOTS] -= 1   # the page file copy is stale now; its slot is freed
+        fl = (fl | F_WRITTEN) & ~F_COPY
+    st.flags[F] = fl
+    if repl == R_LRU and st.vm_i[v, I_LRU_HEAD] != f:
+        lru_unlink(st, v, fb, f)
+        lru_push_front(st, v, fb, f)
+    return stall
+
+
+@njit(cache=True)
+def free_pages(st, v, start, n):
+    """The guest frees a range of its pages (a process exits, memory is unmapped). The frames go
+    back to the guest's free list still backed by the host: only a balloon or free page reporting
+    gives that host memory back."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    pb = st.vm_i[v, I_PAGE_BASE]
+    for page in range(start, start + n):
+        pt = st.page_table[pb + page]
+        if pt >= 0:
+            F = fb + pt
+            fl = st.flags[F]
+            if st.host_state[F] == H_SHARED:
+                unshare(st, v, fb, pt, page, fl)
+            if (fl & F_COPY) != 0:
+                st.vm_i[v, I_PF_SLOTS] -= 1
+            if st.vm_i[v, I_REPL] == R_LRU:
+                lru_unlink(st, v, fb, pt)
+            st.flags[F] = fl & HOST_BITS
+            free_push(st, v, fb, pt)
+            st.vm_i[v, I_NINUSE] -= 1
+            st.vm_i[v, I_TOUCHED] -= 1
+        elif pt == PAGED or pt == PAGED_WRITTEN:
+            st.vm_i[v, I_PF_SLOTS] -= 1
+            st.vm_i[v, I_PAGED] -= 1
+            st.vm_i[v, I_TOUCHED] -= 1
+        st.page_table[pb + page] = UNTOUCHED
+
+
+# --- workload generation ------------------------------------------------------------------------
+
+@njit(cache=True)
+def _zipf_h_integral(x, s):
+    log_x = math.log(x)
+    t = (1.0 - s) * log_x
+    if abs(t) > 1e-8:
+        helper = math.expm1(t) / t
+    else:
+        helper = 1.0 + t * 0.5 * (1.0 + t / 3.0 * (1.0 + 0.25 * t))
+    return helper * log_x
+
+
+@njit(cache=True)
+def _zipf_h_integral_inverse(x, s):
+    t = x * (1.0 - s)
+    if t < -1.0:
+        t = -1.0
+    if abs(t) > 1e-8:
+        helper = math.log1p(t) / t
+    else:
+        helper = 1.0 - t * (0.5 - t * (1.0 / 3.0 - 0.25 * t))
+    return math.exp(helper * x)
+
+
+@njit(cache=True)
+def zipf_constants(n, s):
+    """Constants of rejection-inversion sampling (Hoermann and Derflinger 1996) for ranks 1..n."""
+    hx1 = _zipf_h_integral(1.5, s) - 1.0
+    hn = _zipf_h_integral(n + 0.5, s)
+    ss = 2.0 - _zipf_h_integral_inverse(_zipf_h_integral(2.5, s) - math.exp(-s * math.log(2.0)), s)
+    return hx1, hn, ss
+
+
+@njit(cache=True)
+def zipf_rank(rng, i, n, s, hx1, hn, ss):
+    """A Zipf(s) rank in 1..n in O(1) expected time, without a table."""
+    while True:
+        u = hn + rand_float(rng, i) * (hx1 - hn)
+        x = _zipf_h_integral_inverse(u, s)
+        k = np.int64(x + 0.5)
+        if k < 1:
+            k = 1
+        elif k > n:
+            k = n
+        if k - x <= ss or u >= _zipf_h_integral(k + 0.5, s) - math.exp(-s * math.log(k)):
+            return k
+
+
+# --- phases and the run loop --------------------------------------------------------------------
+
+@njit(cache=True)
+def next_phase(st, v, clock):
+    p = st.vm_i[v, I_PHASE]
+    if st.ph_i[p, P_FREE_ON_END] != 0:
+        free_pages(st, v, st.ph_i[p, P_START], st.ph_i[p, P_NPAGES])
+    first = st.vm_i[v, I_PHASE_FIRST]
+    end = st.vm_i[v, I_PHASE_END]
+    if p == st.vm_i[v, I_BOOT_PHASE]:
+        nxt = first
+    else:
+        nxt = p + 1
+    if nxt >= end:
+        if st.vm_i[v, I_REPEAT] != 0 and end > first:
+            nxt = first
+        else:
+            st.vm_i[v, I_DONE] = 1
+            return
+    st.vm_i[v, I_PHASE] = nxt
+    st.vm_i[v, I_PHASE_REFS] = 0
+    st.vm_f[v, F_PHASE_START] = clock
+
+
+@njit(cache=True)
+def run_vm(st, v, t_end):
+    """Run VM v's references until its clock reaches t_end (closed loop: every stall delays the
+    next reference), its workload ends, or it cannot get memory."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    pb = st.vm_i[v, I_PAGE_BASE]
+    repl = st.vm_i[v, I_REPL]
+    rng = st.rng
+    page_table = st.page_table
+    host_state = st.host_state
+    flags = st.flags
+    lru_prev = st.lru_prev
+    lru_next = st.lru_next
+    vm_i = st.vm_i
+    traces = st.traces
+    clock = st.vm_f[v, F_CLOCK]
+    while clock < t_end:
+        if st.vm_i[v, I_BLOCKED] != 0:
+            st.vm_f[v, F_BLOCKED] += t_end - clock
+            clock = t_end
+            break
+        if st.vm_i[v, I_DONE] != 0:
+            clock = t_end
+            break
+        p = st.vm_i[v, I_PHASE]
+        kind = st.ph_i[p, P_KIND]
+        phase_end_t = st.vm_f[v, F_PHASE_START] + st.ph_f[p, P_DURATION_NS]
+        done_refs = st.vm_i[v, I_PHASE_REFS]
+        limit = st.ph_i[p, P_REFS]
+        if clock >= phase_end_t or (limit >= 0 and done_refs >= limit):
+            next_phase(st, v, clock)
+            continue
+        if kind == K_IDLE:
+            clock = t_end if t_end < phase_end_t else phase_end_t
+            continue
+        stop_t = t_end if t_end < phase_end_t else phase_end_t
+        left = limit - done_refs if limit >= 0 else np.int64(1) << 62
+        compute = st.ph_f[p, P_COMPUTE_NS]
+        wr = st.ph_f[p, P_WRITE]
+        start = st.ph_i[p, P_START]
+        npages = st.ph_i[p, P_NPAGES]
+        toff = st.ph_i[p, P_TRACE_OFF]
+        tlen = st.ph_i[p, P_TRACE_LEN]
+        zs = st.ph_f[p, P_ZIPF_S]
+        zhx1 = st.ph_f[p, P_ZIPF_HX1]
+        zhn = st.ph_f[p, P_ZIPF_HN]
+        zss = st.ph_f[p, P_ZIPF_SS]
+        hot = st.ph_i[p, P_HOT_PAGES]
+        hot_prob = st.ph_f[p, P_HOT_PROB]
+        # position for the sequential kinds, derived from refs done so a restart of the loop
+        # after a block resumes exactly where it was
+        if kind == K_TRACE:
+            idx = done_refs % tlen
+        elif kind == K_SCAN:
+            idx = done_refs % npages
+        else:
+            idx = 0
+        n = np.int64(0)
+        stall_sum = 0.0
+        interrupted = 0.0
+        while clock < stop_t and n < left:
+            if kind == K_TRACE:
+                page = start + traces[toff + idx]
+            elif kind == K_SCAN:
+                page = start + idx
+            elif kind == K_UNIFORM:
+                page = start + rand_below(rng, v, npages)
+            elif kind == K_ZIPF:
+                page = start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss) - 1
+            else:  # K_HOTCOLD
+                if rand_float(rng, v) < hot_prob:
+                    page = start + rand_below(rng, v, hot)
+                else:
+                    page = start + hot + rand_below(rng, v, npages - hot)
+            if wr <= 0.0:
+                write = False
+            elif wr >= 1.0:
+                write = True
+            else:
+                write = rand_float(rng, v) < wr
+            # the common case inline, on local arrays: numba would otherwise pay reference
+            # counting on every array taken out of the state tuple in the loop
+            f = page_table[pb + page]
+            s = 0.0
+            fast = False
+            if f >= 0:
+                F = fb + f
+                hs = host_state[F]
+                fl = flags[F]
+                if (hs == H_RAM or hs == H_SHARED) and (not write or (fl & (F_WRITTEN | F_COPY)) == F_WRITTEN):
+                    fast = True
+                    flags[F] = fl | TOUCH_BITS
+                    if repl == R_LRU:
+                        head = vm_i[v, I_LRU_HEAD]
+                        if head != f:
+                            prv = lru_prev[F]
+                            nxt = lru_next[F]
+                            lru_next[fb + prv] = nxt   # f is not the head, so it has a prev
+                            if nxt >= 0:
+                                lru_prev[fb + nxt] = prv
+                            else:
+                                vm_i[v, I_LRU_TAIL] = prv
+                            lru_prev[F] = -1
+                            lru_next[F] = head
+                            lru_prev[fb + head] = f
+                            vm_i[v, I_LRU_HEAD] = f
+            if not fast:
+                s = access(st, v, fb, pb, repl, page, write, clock)
+            if s < 0.0:
+                interrupted = s
+                break
+            clock += compute + s
+            stall_sum += s
+            n += 1
+            if kind == K_TRACE or kind == K_SCAN:
+                idx += 1
+                if idx == (tlen if kind == K_TRACE else npages):
+                    idx = 0
+        st.vm_i[v, I_PHASE_REFS] = done_refs + n
+        st.vm_c[v, C_REFS] += n
+        st.vm_f[v, F_STALL] += stall_sum
+        st.vm_f[v, F_COMPUTE] += n * compute
+        if interrupted == OOM:
+            st.vm_i[v, I_DONE] = 1
+            clock = t_end
+            break
+        if interrupted == BLOCKED:
+            # no memory anywhere for now: wait for the next slice, when another VM may have
+            # freed some or the policy may have acted
+            st.vm_i[v, I_STALLED] += 1
+            st.vm_f[v, F_BLOCKED] += t_end - clock
+            clock = t_end
+            break
+    st.vm_f[v, F_CLOCK] = clock
+
+
+@njit(cache=True)
+def run_epoch(st, t0, t1, slice_ns):
+    """Interleave the running VMs in slices so that one VM's faults can take memory from another
+    within an epoch. VMs run in index order within a slice, so runs repeat exactly."""
+    n = st.vm_i.shape[0]
+    t = t0
+    while t < t1:
+        t_end = t + slice_ns
+        if t_end > t1:
+            t_end = t1
+        for v in range(n):
+            if st.vm_i[v, I_RUNNING] != 0 and st.vm_f[v, F_CLOCK] < t_end:
+                run_vm(st, v, t_end)
+        t = t_end

@@ -1,0 +1,208 @@
+"""Mechanisms a policy drives at epoch boundaries: balloon, hot-add, the sharing scanner, host
+reclamation to a limit, Smart Paging release, and a VM's power cycle. Compiled like the kernel,
+since each touches up to every frame of a VM."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .kernel import (
+    content_slot, evict_to_host_storage, fifo_push, free_pages, guest_evict, host_fault_in,
+    pick_host_victim, rand_below, release_backing, unshare, balloon_pop, balloon_push, free_pop,
+    free_push,
+)
+from .state import (
+    ABSENT, F_IN_FIFO, F_SAMPLE, FREE, H_FREE_Q, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
+    H_RNG, HOST_BITS, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
+    I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON,
+    I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
+    I_PHASE_REFS, I_PRESENT, I_RESIDENT, I_SCAN_PTR, I_SHARED, I_SMART, I_SMART_QUOTA,
+    I_TOUCHED, F_PHASE_START, F_CLOCK, UNTOUCHED,
+)
+
+
+@njit(cache=True)
+def set_balloon(st, v, target, t):
+    """Inflate or deflate VM v's balloon to ``target`` frames. Inflating takes the guest's free
+    frames first, then its coldest pages, which the guest pages out itself. Returns the guest's
+    paging time and the balloon size reached (less than asked if the guest could not page)."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    pb = st.vm_i[v, I_PAGE_BASE]
+    stall = 0.0
+    while st.vm_i[v, I_NBALLOON] < target:
+        if st.vm_i[v, I_NFREE] > 0:
+            f = free_pop(st, v, fb)
+        else:
+            f, s = guest_evict(st, v, fb, pb, t + stall)
+            if f < 0:
+                break
+            stall += s
+        release_backing(st, v, fb, f)
+        balloon_push(st, v, fb, f)
+    while st.vm_i[v, I_NBALLOON] > target:
+        f = balloon_pop(st, v, fb)
+        free_push(st, v, fb, f)
+    return stall, st.vm_i[v, I_NBALLOON]
+
+
+@njit(cache=True)
+def hot_add(st, v, new_present):
+    """Add guest-physical frames up to ``new_present``; they join the guest's free list unbacked."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    old = st.vm_i[v, I_PRESENT]
+    # push in reverse so that the lowest new frame is handed out first
+    for f in range(new_present - 1, old - 1, -1):
+        free_push(st, v, fb, f)
+    st.vm_i[v, I_PRESENT] = new_present
+
+
+@njit(cache=True)
+def share_scan(st, v, pages, sequential):
+    """Content-based page sharing: look at ``pages`` frames of VM v, in random order (ESX) or
+    sequentially (KSM), and map each whose content is shareable onto the one host frame holding
+    that content. The first holder of a content becomes its frame (a 'hint' in ESX terms, at no
+    saving); each later one frees its own host page. Returns the frames it newly shared."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    present = st.vm_i[v, I_PRESENT]
+    if present == 0:
+        return 0
+    merged = 0
+    ptr = st.vm_i[v, I_SCAN_PTR]
+    for _ in range(pages):
+        if sequential:
+            f = ptr
+            ptr += 1
+            if ptr >= present:
+                ptr = 0
+        else:
+            f = rand_below(st.rng, st.host_i[H_RNG], present)
+        F = fb + f
+        page = st.frame_page[F]
+        if page < 0 or st.host_state[F] != H_RAM:
+            continue
+        slot = content_slot(st, v, page, st.flags[F])
+        if slot < 0:
+            continue
+        st.host_state[F] = H_SHARED
+        st.vm_i[v, I_RESIDENT] -= 1
+        st.vm_i[v, I_SHARED] += 1
+        st.vm_i[v, I_BACKED_Q] -= 4
+        if st.share_ref[slot] == 0:
+            st.host_i[H_SHARED_FRAMES] += 1
+        else:
+            st.host_i[H_FREE_Q] += 4
+        st.share_ref[slot] += 1
+        merged += 1
+    st.vm_i[v, I_SCAN_PTR] = ptr
+    return merged
+
+
+@njit(cache=True)
+def reclaim_to_limit(st, v, t, to_smart):
+    """Page VM v's host memory out (or compress it) until it is within its host limit. Runs in
+    the background at the epoch boundary: the devices are busy, the VM's clock is not charged."""
+    done = 0
+    while st.vm_i[v, I_BACKED_Q] > st.vm_i[v, I_LIMIT_Q]:
+        f = pick_host_victim(st, v)
+        if f < 0:
+            break
+        evict_to_host_storage(st, v, f, t, to_smart)
+        done += 1
+    return done
+
+
+@njit(cache=True)
+def evict_frames(st, v, frames, t):
+    """Host-swap the given frames of VM v (a plugin's batch choice). Frames not backed by
+    private RAM are skipped."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    done = 0
+    for i in range(frames.shape[0]):
+        f = frames[i]
+        if 0 <= f < st.vm_i[v, I_PRESENT] and st.host_state[fb + f] == H_RAM:
+            evict_to_host_storage(st, v, f, t, False)
+            done += 1
+    return done
+
+
+@njit(cache=True)
+def release_smart_paging(st, v, t):
+    """Bring Smart-Paged frames back into RAM while host memory is free, down to the quota."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    present = st.vm_i[v, I_PRESENT]
+    f = 0
+    while st.vm_i[v, I_SMART] > st.vm_i[v, I_SMART_QUOTA] and f < present:
+        if st.host_state[fb + f] == H_SMART:
+            if st.host_i[H_FREE_Q] < 4:
+                break
+            if host_fault_in(st, v, fb, f, t) < 0.0:
+                break
+        f += 1
+
+
+@njit(cache=True)
+def power_off(st, v):
+    """Release everything VM v holds on the host and in its guest: stop, or the first half of a
+    restart."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    pb = st.vm_i[v, I_PAGE_BASE]
+    n = st.vm_i[v, I_NFRAMES]
+    for f in range(n):
+        F = fb + f
+        page = st.frame_page[F]
+        if page >= 0 and st.host_state[F] == H_SHARED:
+            unshare(st, v, fb, f, page, st.flags[F])
+        release_backing(st, v, fb, f)
+        st.frame_page[F] = ABSENT
+        st.flags[F] = 0
+        st.lru_prev[F] = -1
+        st.lru_next[F] = -1
+    for p in range(st.vm_i[v, I_NPAGES]):
+        st.page_table[pb + p] = UNTOUCHED
+    for col in (I_PRESENT, I_NFREE, I_NBALLOON, I_NINUSE, I_PAGED, I_PF_SLOTS, I_TOUCHED,
+                I_GHAND, I_HHAND, I_FIFO_HEAD, I_FIFO_LEN, I_SCAN_PTR, I_SMART_QUOTA, I_OOM):
+        st.vm_i[v, col] = 0
+    for col in (I_FREE_HEAD, I_BALLOON_HEAD, I_LRU_HEAD, I_LRU_TAIL):
+        st.vm_i[v, col] = -1
+
+
+@njit(cache=True)
+def power_on(st, v, present, clock):
+    """Boot VM v with ``present`` frames: its workload starts over with the boot phase."""
+    hot_add(st, v, present)
+    st.vm_i[v, I_PHASE] = st.vm_i[v, I_BOOT_PHASE]
+    st.vm_i[v, I_PHASE_REFS] = 0
+    st.vm_i[v, I_DONE] = 0
+    st.vm_f[v, F_PHASE_START] = clock
+    st.vm_f[v, F_CLOCK] = clock
+
+
+@njit(cache=True)
+def sample_begin(st, v, frames):
+    """ESX's active-memory sampling: forget whether these frames were touched."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    for i in range(frames.shape[0]):
+        st.flags[fb + frames[i]] &= ~F_SAMPLE
+
+
+@njit(cache=True)
+def sample_count(st, v, frames):
+    fb = st.vm_i[v, I_FRAME_BASE]
+    touched = 0
+    for i in range(frames.shape[0]):
+        F = fb + frames[i]
+        if st.frame_page[F] >= 0 and (st.flags[F] & F_SAMPLE) != 0:
+            touched += 1
+    return touched
+
+
+@njit(cache=True)
+def build_fifo(st, v):
+    """Start the host FIFO of VM v from the frames it backs now, in frame order."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    st.vm_i[v, I_FIFO_HEAD] = 0
+    st.vm_i[v, I_FIFO_LEN] = 0
+    for f in range(st.vm_i[v, I_PRESENT]):
+        st.flags[fb + f] &= ~F_IN_FIFO
+        if st.host_state[fb + f] == H_RAM:
+            fifo_push(st, v, fb, f)

@@ -1,0 +1,65 @@
+"""Finding policies: every policy, built-in or third-party, is an entry point in the group
+``vmemlab.policies`` of an installed distribution. Nothing else is ever imported by name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from .sdk import Policy
+
+GROUP = "vmemlab.policies"
+
+
+class UnknownPolicyError(LookupError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown policy {name!r}; installed: {', '.join(known) or 'none'}")
+        self.name = name
+
+
+class BrokenPolicyError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    name: str
+    version: str
+    distribution: str
+    distribution_version: str
+    entry_point: str
+    summary: str
+    trusts_guest: bool
+    parameters: dict[str, Any]
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def load_policy(name: str) -> type[Policy]:
+    eps = _entry_points()
+    if name not in eps:
+        raise UnknownPolicyError(name, sorted(eps))
+    try:
+        cls = eps[name].load()
+    except Exception as exc:  # a broken third-party package must not look like "unknown"
+        raise BrokenPolicyError(f"policy {name!r} ({eps[name].value}) failed to import: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Policy)):
+        raise BrokenPolicyError(f"entry point {name!r} ({eps[name].value}) is not a vmemlab Policy subclass")
+    if cls.name != name:
+        raise BrokenPolicyError(f"entry point {name!r} loads a policy that calls itself {cls.name!r}")
+    return cls
+
+
+def installed_policies() -> list[PolicyInfo]:
+    out = []
+    for name, ep in sorted(_entry_points().items()):
+        cls = load_policy(name)
+        dist = ep.dist
+        out.append(PolicyInfo(
+            name=name, version=cls.version,
+            distribution=dist.name if dist else "", distribution_version=dist.version if dist else "",
+            entry_point=ep.value, summary=cls.summary, trusts_guest=cls.trusts_guest,
+            parameters=cls.parameter_schema()))
+    return out

@@ -1,0 +1,51 @@
+"""What a policy returns. The engine validates every field and does the bookkeeping; a policy never
+touches simulator state directly. ``None`` means "leave as it is"."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+VICTIM_STRATEGIES = ("random", "fifo", "clock", "plugin")
+SCAN_ORDERS = ("random", "sequential")
+
+
+@dataclass
+class Admission:
+    """The answer to a VM's start or restart."""
+
+    admit: bool
+    reason: str = ""
+    assigned_mb: Optional[int] = None     # guest-physical memory it boots with (default: startup)
+    smart_paging_mb: int = 0              # host paging file allowed to back part of it (restart only)
+
+
+@dataclass
+class VMDecision:
+    assigned_mb: Optional[int] = None     # hot-add up to this (never shrinks: use the balloon)
+    balloon_mb: Optional[int] = None      # balloon target; the guest gives free pages first
+    host_limit_mb: Optional[int] = None   # private host memory above which the host reclaims
+    host_swap: Optional[bool] = None      # may the host page this VM's memory (second-level paging)
+    victim: Optional[str] = None          # host-swap victim strategy: random, fifo, clock, plugin
+    compression: Optional[bool] = None    # compress victims (<= 2 KB) before swapping them
+    compression_cache_pct: Optional[float] = None   # cap of the VM's compression cache, % of its memory
+    blocked: Optional[bool] = None        # the VM runs no references this epoch
+    smart_paging_mb: Optional[int] = None # allowed size of its Smart Paging file
+    sample_pages: Optional[int] = None    # sample this many random pages' accesses over the next epoch
+
+
+@dataclass
+class HostDecision:
+    sharing_pages_per_s: Optional[float] = None   # content-based sharing scan rate, per VM
+    sharing_scan: Optional[str] = None            # random (ESX) or sequential (KSM)
+    sharing_salted: Optional[bool] = None         # share only within a VM (ESXi ShareForceSalting=2)
+    state: Optional[str] = None                   # a label for the series, e.g. ESX "soft"
+
+
+@dataclass
+class Decisions:
+    host: HostDecision = field(default_factory=HostDecision)
+    vms: dict[str, VMDecision] = field(default_factory=dict)
+
+    def vm(self, name: str) -> VMDecision:
+        """The decision for ``name``, created on first use."""
+        return self.vms.setdefault(name, VMDecision())
