@@ -207,8 +207,8 @@ class Scenario:
                     f"{where}.memory_mb",
                     f"VM {vm.name!r} needs up to {vm.frames_mb} MB but the host has {usable} MB for VMs "
                     f"({host.memory_mb} MB minus {host.reserve_mb} MB reserve)")
-            if not 32 <= vm.minimum <= vm.startup <= vm.maximum:
-                raise ScenarioError(f"{where}.minimum_mb", "need 32 <= minimum_mb <= startup_mb <= maximum_mb (Hyper-V rule)")
+            if not 0 < vm.minimum <= vm.startup <= vm.maximum:
+                raise ScenarioError(f"{where}.minimum_mb", "need minimum_mb <= startup_mb <= maximum_mb")
             if not 5 <= vm.buffer_pct <= 2000:
                 raise ScenarioError(f"{where}.buffer_pct", "must be within 5..2000 (Hyper-V rule)")
             if vm.os_mb >= vm.startup:

@@ -335,6 +335,8 @@ def evict_to_host_storage(st, u, f, t, to_smart):
             st.host_state[F] = H_COMPRESSED
             if q == 2:
                 st.flags[F] |= F_CBIG
+            else:
+                st.flags[F] &= ~F_CBIG
             st.vm_i[u, I_COMP_Q] += q
             st.vm_i[u, I_BACKED_Q] -= 4 - q
             st.host_i[H_FREE_Q] += 4 - q
@@ -540,7 +542,7 @@ def guest_evict(st, v, fb, pb, t):
         unshare(st, v, fb, f, page, fl)
     st.page_table[pb + page] = PAGED_WRITTEN if (fl & F_WRITTEN) != 0 else PAGED
     st.frame_page[F] = FREE
-    st.flags[F] = fl & HOST_BITS
+    st.flags[F] &= HOST_BITS   # re-read: the host bits may have changed while faulting it in
     st.vm_i[v, I_NINUSE] -= 1
     st.vm_i[v, I_PAGED] += 1
     return f, stall
@@ -607,18 +609,18 @@ def access(st, v, fb, pb, repl, page, write, t):
         if s < 0.0:
             return s
         stall += s
-    fl = st.flags[F] | touch
+    st.flags[F] |= touch
+    fl = st.flags[F]
     if write and (fl & (F_WRITTEN | F_COPY)) != F_WRITTEN:
         if st.host_state[F] == H_SHARED:
             s = cow_break(st, v, fb, f, page, fl, t + stall)
             if s < 0.0:
-                st.flags[F] = fl
                 return s
             stall += s
         if (fl & F_COPY) != 0:
             st.vm_i[v, I_PF_SLOTS] -= 1   # the page file copy is stale now; its slot is freed
-        fl = (fl | F_WRITTEN) & ~F_COPY
-    st.flags[F] = fl
+        # cow_break may have queued the frame in the host FIFO: update, do not overwrite
+        st.flags[F] = (st.flags[F] | F_WRITTEN) & ~F_COPY
     if repl == R_LRU and st.vm_i[v, I_LRU_HEAD] != f:
         lru_unlink(st, v, fb, f)
         lru_push_front(st, v, fb, f)
@@ -643,7 +645,7 @@ def free_pages(st, v, start, n):
                 st.vm_i[v, I_PF_SLOTS] -= 1
             if st.vm_i[v, I_REPL] == R_LRU:
                 lru_unlink(st, v, fb, pt)
-            st.flags[F] = fl & HOST_BITS
+            st.flags[F] &= HOST_BITS
             free_push(st, v, fb, pt)
             st.vm_i[v, I_NINUSE] -= 1
             st.vm_i[v, I_TOUCHED] -= 1

@@ -1,0 +1,36 @@
+"""Small builders shared by the engine tests."""
+from __future__ import annotations
+
+from service.engine import ContentMix, Event, Host, Phase, Scenario, VM
+from service.sdk import Decisions, HostDecision, Policy
+
+
+def vm(name="vm", memory_mb=256, os_mb=32, phases=(), **kw) -> VM:
+    return VM(name=name, memory_mb=memory_mb, os_mb=os_mb, phases=tuple(phases), **kw)
+
+
+def scenario(vms, host_mb=1024, duration_s=2.0, epoch_s=0.5, seed=1, **host_kw) -> Scenario:
+    return Scenario(host=Host(memory_mb=host_mb, **host_kw), vms=tuple(vms), duration_s=duration_s,
+                    epoch_s=epoch_s, seed=seed)
+
+
+class FixedPolicy(Policy):
+    """Applies the same decisions every epoch: a test harness for the engine's mechanisms."""
+
+    name = "fixed"
+
+    def __init__(self, host: HostDecision | None = None, per_vm: dict | None = None, trusts_guest=False, **_):
+        super().__init__()
+        self._host = host or HostDecision()
+        self._per_vm = per_vm or {}
+
+    def setup(self, host):
+        return HostDecision(sharing_salted=self._host.sharing_salted)
+
+    def on_epoch(self, host):
+        d = Decisions(host=HostDecision(sharing_pages_per_s=self._host.sharing_pages_per_s,
+                                        sharing_scan=self._host.sharing_scan))
+        for v in host.vms:
+            if v.name in self._per_vm:
+                d.vms[v.name] = self._per_vm[v.name]
+        return d
