@@ -94,28 +94,36 @@ def build_policies(choices: Sequence[dict]) -> list[Policy]:
 
 
 class ProgressLine:
-    """``[esx]  42%`` on stderr, rewritten in place, at most once per percent."""
+    """``[esx]  42%`` on stderr: rewritten in place once per percent on a terminal; on a pipe or
+    a log file, one line per 10% so that the log stays readable."""
 
     def __init__(self, label: str, stream: TextIO, enabled: bool = True):
         self.label, self.stream, self.enabled = label, stream, enabled
         self.shown = -1
         self.started = time.monotonic()
+        isatty = getattr(stream, "isatty", None)
+        self.interactive = bool(isatty and isatty())
 
     def __call__(self, fraction: float) -> None:
         percent = int(min(max(fraction, 0.0), 1.0) * 100)
-        if self.enabled and percent > self.shown:
+        step = 1 if self.interactive else 10
+        if self.enabled and percent >= self.shown + step or (self.enabled and self.shown < 0):
             self.shown = percent
-            self.stream.write(f"\r[{self.label}] {percent:3d}%")
+            if self.interactive:
+                self.stream.write(f"\r[{self.label}] {percent:3d}%")
+            elif percent < 100:
+                self.stream.write(f"[{self.label}] {percent:3d}%\n")
             self.stream.flush()
 
     def finish(self) -> None:
         if self.enabled:
-            self.stream.write(f"\r[{self.label}] done in {time.monotonic() - self.started:.1f} s\n")
+            lead = "\r" if self.interactive else ""
+            self.stream.write(f"{lead}[{self.label}] done in {time.monotonic() - self.started:.1f} s\n")
             self.stream.flush()
 
     def abandon(self) -> None:
         """End the line, so that an error message does not start in the middle of it."""
-        if self.enabled and self.shown >= 0:
+        if self.enabled and self.shown >= 0 and self.interactive:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -207,6 +215,10 @@ def format_simulation(summaries: Sequence[dict], title: str | None = None) -> st
     lines += format_table(VM_COLUMNS, vm_rows)
     lines += ["", "Host"]
     lines += format_table(HOST_COLUMNS, host_rows)
+    notes = [f"  {s.get('policy')}: {vm.get('name')} refused: {vm['refused_reason']}"
+             for s in summaries for vm in s.get("vms", []) if vm.get("refused_reason")]
+    if notes:
+        lines += ["", "Notes"] + notes
     engines = sorted({str(s["engine_version"]) for s in summaries if s.get("engine_version")})
     if engines:
         lines += ["", f"engine {', '.join(engines)}"]

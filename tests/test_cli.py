@@ -125,7 +125,7 @@ def test_simulate_end_to_end(tmp_path, capsys):
     code, out, err = run(capsys, "simulate", path)
     assert code == 0
     assert "Scenario 'tiny': 2 VMs on a 1,024 MB host, 1 s simulated, seed 0" in out
-    assert "[static] 100%" in err and "done in" in err
+    assert "[static]   0%" in err and "done in" in err
 
 
 def summary(policy: str, slowdowns: dict, **host) -> dict:
@@ -190,8 +190,13 @@ def test_report_tolerates_missing_values():
     assert "v   x       blocked" in text and "1 blocked" in text
 
 
-def test_progress_updates_at_most_once_per_percent():
-    stream = io.StringIO()
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_updates_at_most_once_per_percent():
+    stream = _Terminal()
     progress = ProgressLine("esx", stream)
     for step in range(5001):
         progress(step / 5000)
@@ -199,6 +204,17 @@ def test_progress_updates_at_most_once_per_percent():
     text = stream.getvalue()
     assert text.count("\r") == 102         # 0..100 %, then the "done" line
     assert text.endswith("s\n") and "[esx] 100%" in text
+
+
+def test_progress_in_a_log_is_one_line_per_ten_percent():
+    stream = io.StringIO()
+    progress = ProgressLine("esx", stream)
+    for step in range(5001):
+        progress(step / 5000)
+    progress.finish()
+    lines = stream.getvalue().splitlines()
+    assert lines == [f"[esx] {p:3d}%" for p in range(0, 100, 10)] + [lines[-1]]
+    assert lines[-1].startswith("[esx] done in ") and "\r" not in stream.getvalue()
 
 
 def test_quiet_progress_writes_nothing():
