@@ -87,11 +87,16 @@ class ChaosPolicy(Policy):
             if v.state != "running":
                 continue
             top = v.settings.maximum_mb
+            swap = bool(r.random() < 0.7)
             d.vms[v.name] = VMDecision(
                 assigned_mb=float(min(top, v.present_mb + r.integers(0, 4))),
                 balloon_mb=float(r.integers(0, int(v.present_mb) + 1)) if r.random() < 0.5 else None,
                 host_limit_mb=float(r.integers(1, top + 1)) if r.random() < 0.5 else None,
-                host_swap=bool(r.random() < 0.7),
+                host_target_mb=float(r.integers(0, top + 1)) if r.random() < 0.5 else None,
+                host_swap=swap,
+                host_reclaim_mb=float(r.integers(0, 3)) if swap and r.random() < 0.3 else None,
+                report_free_pages=bool(r.random() < 0.3),
+                metrics={"coin": float(r.random())} if r.random() < 0.5 else {},
                 victim=str(r.choice(["random", "fifo", "clock", "plugin"])),
                 compression=bool(r.random() < 0.5),
                 blocked=bool(r.random() < 0.1),

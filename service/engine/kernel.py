@@ -30,7 +30,7 @@ from .state import (
     I_OOM, I_OS_PAGES, I_PAGE_BASE, I_PAGED, I_PF_CAP, I_PF_DEV, I_PF_SLOTS, I_PHASE,
     I_PHASE_END, I_PHASE_FIRST, I_PHASE_REFS, I_PRESENT, I_REPEAT, I_REPL, I_RESIDENT,
     I_RUNNING, I_SCAN_PTR, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_DEV, I_SMART_QUOTA,
-    I_STALLED, I_SWAP_OK, I_SWAPPED, I_TOUCHED, I_VICTIM, K_HOTCOLD, K_IDLE, K_SCAN, K_TRACE,
+    I_STALLED, I_SWAP_OK, I_SWAPPED, I_TARGET_Q, I_TOUCHED, I_VICTIM, K_HOTCOLD, K_IDLE, K_SCAN, K_TRACE,
     K_UNIFORM, K_ZIPF, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END,
     P_HOT_PAGES, P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN,
     P_TRACE_OFF, P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, PAGED,
@@ -368,14 +368,15 @@ def smart_room(st, v):
 @njit(cache=True)
 def reclaim_target(st, v):
     """Which VM gives up a host page when v needs one and none is free: the swap-allowed VM
-    furthest above its host limit (the policy's target), else v's own Smart Paging allowance,
-    else the swap-allowed VM holding the most host memory. -1: nobody can."""
+    furthest above its host target (the policy's soft target, e.g. ESX's share-based one), else
+    v's own Smart Paging allowance, else the swap-allowed VM holding the most host memory.
+    -1: nobody can."""
     best = -1
     best_excess = np.int64(0)
     n = st.vm_i.shape[0]
     for u in range(n):
         if st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0:
-            excess = st.vm_i[u, I_BACKED_Q] - st.vm_i[u, I_LIMIT_Q]
+            excess = st.vm_i[u, I_BACKED_Q] - st.vm_i[u, I_TARGET_Q]
             if excess > best_excess:
                 best = u
                 best_excess = excess

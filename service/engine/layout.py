@@ -16,7 +16,7 @@ from .state import (
     HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, I_BALLOON_HEAD, I_BOOT_PHASE, I_COMP_CAP_Q, I_FRAME_BASE,
     I_FREE_HEAD, I_IMAGE_ID, I_IMAGE_PAGES, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NFRAMES,
     I_NPAGES, I_OS_PAGES, I_PAGE_BASE, I_PF_CAP, I_PF_DEV, I_PHASE_END, I_PHASE_FIRST,
-    I_REPEAT, I_REPL, I_SMART_DEV, I_SWAP_OK, KIND_CODES, N_C, N_D, N_F, N_H, N_HF, N_I, N_PF,
+    I_REPEAT, I_REPL, I_SMART_DEV, I_SWAP_OK, I_TARGET_Q, KIND_CODES, N_C, N_D, N_F, N_H, N_HF, N_I, N_PF,
     N_PI, NO_LIMIT, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END, P_HOT_PAGES,
     P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN, P_TRACE_OFF,
     P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, Q_PER_PAGE,
@@ -139,6 +139,7 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> Layout
         row[I_FREE_HEAD] = row[I_BALLOON_HEAD] = row[I_LRU_HEAD] = row[I_LRU_TAIL] = -1
         row[I_REPL] = REPLACEMENT_CODES[vm.replacement]
         row[I_LIMIT_Q] = NO_LIMIT
+        row[I_TARGET_Q] = NO_LIMIT
         # ESX Mem.MemZipMaxPct: the compression cache holds at most 10% of the VM's memory
         row[I_COMP_CAP_Q] = frames * Q_PER_PAGE // 10
         row[I_SWAP_OK] = 0

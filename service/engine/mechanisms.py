@@ -112,6 +112,35 @@ def reclaim_to_limit(st, v, t, to_smart):
 
 
 @njit(cache=True)
+def reclaim_pages(st, v, pages, t):
+    """Page out (or compress) ``pages`` of VM v's host memory now, in the background."""
+    done = 0
+    while done < pages:
+        f = pick_host_victim(st, v)
+        if f < 0:
+            break
+        evict_to_host_storage(st, v, f, t, False)
+        done += 1
+    return done
+
+
+@njit(cache=True)
+def report_free_pages(st, v):
+    """Free page reporting (virtio-balloon): the guest tells the host which frames it is not
+    using, and the host drops their backing; they stay the guest's, and a later touch is a fresh
+    zero-filled page."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    f = st.vm_i[v, I_FREE_HEAD]
+    released = 0
+    while f >= 0:
+        if st.host_state[fb + f] != 0:
+            release_backing(st, v, fb, f)
+            released += 1
+        f = st.lru_next[fb + f]
+    return released
+
+
+@njit(cache=True)
 def evict_frames(st, v, frames, t):
     """Host-swap the given frames of VM v (a plugin's batch choice). Frames not backed by
     private RAM are skipped."""

@@ -48,6 +48,7 @@ class Recorder:
         self.last_stall = np.zeros(n_vms)
         self.last_blocked = np.zeros(n_vms)
         self.oom = np.zeros(n_vms, dtype=bool)
+        self.policy_metrics: dict[int, dict[str, list]] = {}
 
     def record(self, sim: "Simulation", t_ns: float, deltas: np.ndarray) -> None:
         st = sim.st
@@ -78,6 +79,15 @@ class Recorder:
         ]))
         self.times.append(t_ns / 1e9)
         self.labels.append(sim.host_label)
+        epoch = len(self.times) - 1
+        for v, metrics in sim.policy_metrics.items():
+            table = self.policy_metrics.setdefault(v, {})
+            for key, value in metrics.items():
+                table.setdefault(key, [None] * epoch).append(value)
+        for table in self.policy_metrics.values():
+            for column in table.values():
+                column.extend([None] * (epoch + 1 - len(column)))
+        sim.policy_metrics = {}
 
     def vm_array(self) -> np.ndarray:
         """(epochs, vms, fields)"""
@@ -96,6 +106,11 @@ class Recorder:
             "vms": {
                 v.name: {name: vm[:, k, i].tolist() for i, name in enumerate(SERIES_VM_FIELDS)}
                 for k, v in enumerate(self.scenario.vms)
+            },
+            # figures a policy chose to report per VM (e.g. ESX's active-memory estimate)
+            "policy": {
+                self.scenario.vms[k].name: {key: list(col) for key, col in table.items()}
+                for k, table in sorted(self.policy_metrics.items())
             },
         }
 

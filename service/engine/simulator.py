@@ -20,7 +20,7 @@ from .state import (
     I_BACKED_Q, I_BLOCKED, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED, I_DONE,
     I_FRAME_BASE, I_LIMIT_Q, I_NBALLOON, I_NFREE, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT,
     I_RUNNING, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_QUOTA, I_SWAP_OK, I_SWAPPED,
-    I_TOUCHED, I_VICTIM, NO_LIMIT, Q_PER_PAGE, V_FIFO, V_PLUGIN, VICTIM_CODES,
+    I_TARGET_Q, I_TOUCHED, I_VICTIM, NO_LIMIT, Q_PER_PAGE, V_FIFO, V_PLUGIN, VICTIM_CODES,
 )
 
 ENGINE_VERSION = "0.1.0"
@@ -74,6 +74,8 @@ class Simulation:
         self.sharing_salted: Optional[bool] = None
         self.host_label = ""
         self.samples: dict[int, np.ndarray] = {}
+        self.free_page_reporting: dict[int, bool] = {}
+        self.policy_metrics: dict[int, dict[str, float]] = {}
         self.sample_results: dict[int, tuple[int, int]] = {}
         self.last_counts = self.st.vm_c.copy()
         self.events_log: list[dict[str, Any]] = []
@@ -166,6 +168,7 @@ class Simulation:
         st.vm_i[v, I_RUNNING] = 0
         self.vm_state[v] = "off"
         self.samples.pop(v, None)
+        self.sample_results.pop(v, None)
         self._log(t_ns, self.scenario.vms[v].name, why, "")
 
     def _apply_events(self, t0: float, t1: float) -> None:
@@ -293,6 +296,16 @@ class Simulation:
             row[I_SMART_QUOTA] = mb_value("smart_paging_mb", d.smart_paging_mb, 0, vm.frames_mb)
         if d.host_limit_mb is not None:
             row[I_LIMIT_Q] = mb_value("host_limit_mb", d.host_limit_mb, 0, vm.frames_mb) * Q_PER_PAGE
+        if d.host_target_mb is not None:
+            row[I_TARGET_Q] = mb_value("host_target_mb", d.host_target_mb, 0, vm.frames_mb) * Q_PER_PAGE
+        if d.report_free_pages is not None:
+            self.free_page_reporting[v] = bool(d.report_free_pages)
+        if d.metrics:
+            try:
+                metrics = {str(k): float(x) for k, x in d.metrics.items()}
+            except (TypeError, ValueError):
+                raise bad("metrics", "must map names to numbers") from None
+            self.policy_metrics.setdefault(v, {}).update(metrics)
         if not running:
             return
         if d.assigned_mb is not None:
@@ -313,11 +326,17 @@ class Simulation:
                 self._plugin_victims(v, host, t_ns)
             if row[I_SWAP_OK]:
                 mechanisms.reclaim_to_limit(st, v, t_ns, False)
+        if d.host_reclaim_mb:
+            if not row[I_SWAP_OK]:
+                raise bad("host_reclaim_mb", "needs host_swap allowed for the VM")
+            pages = mb_value("host_reclaim_mb", d.host_reclaim_mb, 0, vm.frames_mb)
+            mechanisms.reclaim_pages(st, v, pages, t_ns)
         if row[I_SMART] > row[I_SMART_QUOTA]:
             mechanisms.release_smart_paging(st, v, t_ns)
-        if d.sample_pages:
+        if d.sample_pages is not None:
+            self._end_sample(v)
             present = int(row[I_PRESENT])
-            if present:
+            if d.sample_pages and present:
                 rng = np.random.default_rng([self.scenario.seed, v, self._epoch])
                 frames = rng.integers(0, present, size=int(d.sample_pages)).astype(np.int64)
                 mechanisms.sample_begin(st, v, frames)
@@ -374,11 +393,11 @@ class Simulation:
             view = self.host_view(t0 / 1e9, epoch, deltas)
             self._apply(self.policy.on_epoch(view), t0, view)
             self._share(t1 - t0)
+            self._report_free_pages()
             kernel.run_epoch(self.st, t0, t1, slice_ns)
             for v in range(self.n):
                 if self.vm_state[v] == "running" and self.st.vm_i[v, I_OOM]:
                     self._log(t1, sc.vms[v].name, "oom", "the guest's page file is full")
-            self._finish_samples()
             counts = self.st.vm_c.copy()
             deltas = counts - self.last_counts
             self.last_counts = counts
@@ -398,11 +417,15 @@ class Simulation:
             if self.vm_state[v] == "running":
                 mechanisms.share_scan(self.st, v, pages, self.sharing_sequential)
 
-    def _finish_samples(self) -> None:
-        self.sample_results = {}
-        for v, frames in self.samples.items():
+    def _end_sample(self, v: int) -> None:
+        frames = self.samples.pop(v, None)
+        if frames is not None:
             self.sample_results[v] = (int(mechanisms.sample_count(self.st, v, frames)), len(frames))
-        self.samples = {}
+
+    def _report_free_pages(self) -> None:
+        for v, on in self.free_page_reporting.items():
+            if on and self.vm_state[v] == "running":
+                mechanisms.report_free_pages(self.st, v)
 
 
 def simulate(scenario: Scenario, policy: Policy, progress: Optional[Callable[[float], None]] = None,

@@ -23,14 +23,21 @@ class Admission:
 class VMDecision:
     assigned_mb: Optional[int] = None     # hot-add up to this (never shrinks: use the balloon)
     balloon_mb: Optional[int] = None      # balloon target; the guest gives free pages first
-    host_limit_mb: Optional[int] = None   # private host memory above which the host reclaims
+    host_limit_mb: Optional[int] = None   # hard cap on private host memory (ESX limit, cgroup memory.max):
+                                          # above it the VM pages itself at host level even if memory is free
+    host_target_mb: Optional[int] = None  # soft target: when host memory runs out, VMs furthest above
+                                          # their targets give up pages first
+    host_reclaim_mb: Optional[float] = None  # page out (or compress) this much of the VM now, in the background
     host_swap: Optional[bool] = None      # may the host page this VM's memory (second-level paging)
     victim: Optional[str] = None          # host-swap victim strategy: random, fifo, clock, plugin
     compression: Optional[bool] = None    # compress victims (<= 2 KB) before swapping them
     compression_cache_pct: Optional[float] = None   # cap of the VM's compression cache, % of its memory
     blocked: Optional[bool] = None        # the VM runs no references this epoch
     smart_paging_mb: Optional[int] = None # allowed size of its Smart Paging file
-    sample_pages: Optional[int] = None    # sample this many random pages' accesses over the next epoch
+    sample_pages: Optional[int] = None    # start sampling this many random pages; the previous sample
+                                          # ends now and its (touched, sampled) shows in the next view
+    report_free_pages: Optional[bool] = None  # free page reporting: the host drops the backing of guest-free pages
+    metrics: dict[str, float] = field(default_factory=dict)  # the policy's own per-VM figures, kept in the series
 
 
 @dataclass
