@@ -7,7 +7,7 @@ import numpy as np
 
 from .config import PAGES_PER_MB
 from .state import (
-    C_GUEST_FAULT, C_REFS, F_BLOCKED, F_COMPUTE, F_STALL, FAULT_NAMES, H_FREE_Q, H_SHARED_FRAMES,
+    C_GUEST_FAULT, C_REFS, F_BLOCKED, F_COMPUTE, F_STALL, FAULT_NAMES, H_FREE_Q, H_HINT_FRAMES, H_SHARED_FRAMES,
     H_SMART_USED, H_SWAP_USED, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, I_COMP_Q, I_COMPRESSED, I_NBALLOON, I_OOM,
     I_PAGED, I_PRESENT, I_RESIDENT, I_SHARED, I_SMART, I_SWAPPED, I_TOUCHED, Q_PER_PAGE,
 )
@@ -23,7 +23,7 @@ SERIES_VM_FIELDS = (
     "refs", "stall_ms", "blocked_ms",
 ) + FAULT_NAMES
 SERIES_HOST_FIELDS = (
-    "used_mb", "free_mb", "shared_frames_mb", "sharing_saved_mb", "compression_cache_mb",
+    "used_mb", "free_mb", "shared_frames_mb", "shared_mb", "sharing_saved_mb", "compression_cache_mb",
     "host_swap_mb", "smart_paging_mb", "assigned_mb",
 )
 
@@ -72,9 +72,12 @@ class Recorder:
         hi = st.host_i
         free_mb = hi[H_FREE_Q] / Q_PER_MB
         shared_frames = hi[H_SHARED_FRAMES] * mb
+        hints = hi[H_HINT_FRAMES] * mb
+        mapped = vi[:, I_SHARED].sum() * mb
         self.host_rows.append(np.array([
             sim.scenario.host.memory_mb - free_mb, free_mb, shared_frames,
-            vi[:, I_SHARED].sum() * mb - shared_frames, vi[:, I_COMP_Q].sum() / Q_PER_MB,
+            # W02's "shared": guest pages on frames that two or more of them map
+            mapped - hints, mapped - shared_frames, vi[:, I_COMP_Q].sum() / Q_PER_MB,
             hi[H_SWAP_USED] * mb, hi[H_SMART_USED] * mb, float((present * running).sum()),
         ]))
         self.times.append(t_ns / 1e9)

@@ -1,0 +1,250 @@
+"""``esx``: VMware ESX Server's memory management (Waldspurger, OSDI 2002, "W02", and later ESXi
+defaults; see shared/REFERENCE.md section 1).
+
+- Per VM: reservation (min), limit and shares. Power-on needs the reservation plus overhead.
+- Idle memory tax: memory is revoked from the VM with the fewest shares per *adjusted* page,
+  rho = S / (P * (f + k * (1 - f))), k = 1 / (1 - tax); tax 75% by default (W02 5.2).
+- Active fraction f from sampling: 100 random pages per sample period, the maximum of a slow
+  moving average, a fast one and the latest sample, so the estimate rises fast and decays slowly
+  (W02 5.3).
+- Free-memory states (W02 6.3, thresholds 6 / 4 / 2 / 1 % of host memory): high reclaims
+  nothing; below 4% free, soft, it balloons (VMs with no balloon driver are paged); below 2%,
+  hard, it also compresses and pages; below 1%, low, it also blocks VMs above their target.
+  Targets aim to bring free memory back above 6%, and the state climbs back with hysteresis.
+- Content-based page sharing scanning each VM in Mem.ShareScanTime (60 min), within a VM only
+  unless inter-VM sharing is on (ShareForceSalting=2 is the default since 2015).
+- Balloon at most Mem.CtlMaxPercent (65%) of a VM; compression cache Mem.MemZipMaxPct (10%);
+  host swapping picks random victims (W02 3.3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from marshmallow import Schema, fields, validate, validates_schema, ValidationError
+
+from service.sdk import Admission, Decisions, HostDecision, HostView, Policy, VMView
+
+STATES = ("high", "soft", "hard", "low")
+
+
+@dataclass
+class _Active:
+    """One VM's active-memory estimate."""
+
+    slow: float = 1.0
+    fast: float = 1.0
+    latest: float = 1.0
+
+    def update(self, fraction: float, slow_gain: float, fast_gain: float) -> None:
+        self.slow += slow_gain * (fraction - self.slow)
+        self.fast += fast_gain * (fraction - self.fast)
+        self.latest = fraction
+
+    @property
+    def estimate(self) -> float:
+        return max(self.slow, self.fast, self.latest)
+
+
+def min_funding_targets(vms: list[dict], capacity: float, tax: float, step: float) -> dict[str, float]:
+    """Shrink allocations until they fit ``capacity``, always taking from the VM that pays the
+    least per page: the fewest shares per page, idle pages counting k = 1/(1-tax) times."""
+    k = 1.0 / (1.0 - tax)
+    alloc = {v["name"]: min(max(v["alloc"], v["min"]), v["max"]) for v in vms}
+    excess = sum(alloc.values()) - capacity
+    by_name = {v["name"]: v for v in vms}
+    while excess > 1e-9:
+        candidates = [n for n in alloc if alloc[n] > by_name[n]["min"] + 1e-9]
+        if not candidates:
+            break
+
+        def rho(n: str) -> float:
+            v = by_name[n]
+            f = v["active"]
+            return v["shares"] / (max(alloc[n], 1e-9) * (f + k * (1.0 - f)))
+
+        victim = min(candidates, key=lambda n: (rho(n), n))
+        take = min(step, alloc[victim] - by_name[victim]["min"], excess)
+        alloc[victim] -= take
+        excess -= take
+    return alloc
+
+
+class EsxPolicy(Policy):
+    name = "esx"
+    version = "1.0.0"
+    summary = "VMware ESX: shares, idle memory tax, free-memory states, balloon, sharing, compression, host swap"
+
+    class Params(Schema):
+        idle_tax_pct = fields.Float(load_default=75.0, validate=validate.Range(min=0.0, max=99.0),
+                                    metadata={"description": "Mem.IdleTax: idle memory tax rate"})
+        sample_pages = fields.Integer(load_default=100, validate=validate.Range(min=1, max=10000),
+                                      metadata={"description": "pages sampled per period for active memory (W02)"})
+        sample_period_s = fields.Float(load_default=60.0, validate=validate.Range(min=1.0, max=3600.0),
+                                       metadata={"description": "Mem.SamplePeriod"})
+        slow_gain = fields.Float(load_default=0.125, validate=validate.Range(min=0.001, max=1.0),
+                                 metadata={"description": "weight of a new sample in the slow moving average"})
+        fast_gain = fields.Float(load_default=0.5, validate=validate.Range(min=0.001, max=1.0),
+                                 metadata={"description": "weight of a new sample in the fast moving average"})
+        balance_period_s = fields.Float(load_default=15.0, validate=validate.Range(min=1.0, max=3600.0),
+                                        metadata={"description": "Mem.BalancePeriod: how often targets are recomputed"})
+        high_pct = fields.Float(load_default=6.0, validate=validate.Range(min=0.0, max=50.0))
+        soft_pct = fields.Float(load_default=4.0, validate=validate.Range(min=0.0, max=50.0))
+        hard_pct = fields.Float(load_default=2.0, validate=validate.Range(min=0.0, max=50.0))
+        low_pct = fields.Float(load_default=1.0, validate=validate.Range(min=0.0, max=50.0))
+        hysteresis_pct = fields.Float(load_default=1.0, validate=validate.Range(min=0.0, max=10.0),
+                                      metadata={"description": "free memory must clear a threshold by this much "
+                                                               "(% of host) to return to a higher state"})
+        ctl_max_pct = fields.Float(load_default=65.0, validate=validate.Range(min=0.0, max=100.0),
+                                   metadata={"description": "Mem.CtlMaxPercent: largest balloon, % of VM memory"})
+        balloon_rate_mb_s = fields.Float(load_default=256.0, validate=validate.Range(min=1.0, max=1e6),
+                                         metadata={"description": "how fast a balloon driver inflates or deflates"})
+        share_scan_minutes = fields.Float(load_default=60.0, validate=validate.Range(min=0.0, max=600.0),
+                                          metadata={"description": "Mem.ShareScanTime; 0 turns sharing off"})
+        inter_vm_sharing = fields.Boolean(load_default=False,
+                                          metadata={"description": "ShareForceSalting=0; default off (salting 2)"})
+        compression = fields.Boolean(load_default=True, metadata={"description": "Mem.MemZipEnable"})
+        compression_cache_pct = fields.Float(load_default=10.0, validate=validate.Range(min=0.0, max=100.0),
+                                             metadata={"description": "Mem.MemZipMaxPct"})
+
+        @validates_schema
+        def ordered_thresholds(self, data, **_):
+            if not data["high_pct"] >= data["soft_pct"] >= data["hard_pct"] >= data["low_pct"]:
+                raise ValidationError("need high_pct >= soft_pct >= hard_pct >= low_pct", "high_pct")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = params
+        self.p = p
+        self.tax = p["idle_tax_pct"] / 100.0
+        self.active: dict[str, _Active] = {}
+        self.last_sample: dict[str, float] = {}
+        self.state = "high"
+        self.targets: dict[str, float] = {}
+        self.balloon: dict[str, float] = {}
+        self.last_balance = -1e18
+
+    # --- admission ---------------------------------------------------------------------------
+
+    def admit(self, host: HostView, vm: VMView, restart: bool) -> Admission:
+        reserved = sum(v.settings.reservation_mb + host.vm_overhead_mb for v in host.running if v.name != vm.name)
+        need = vm.settings.reservation_mb + host.vm_overhead_mb
+        room = host.memory_mb - host.reserve_mb - reserved
+        if need > room:
+            return Admission(False, f"reservation {vm.settings.reservation_mb} MB + {host.vm_overhead_mb} MB overhead "
+                                    f"exceeds the {room:.0f} MB not yet reserved")
+        self.active[vm.name] = _Active()
+        self.balloon[vm.name] = 0.0
+        self.last_sample.pop(vm.name, None)
+        return Admission(True, assigned_mb=vm.settings.memory_mb)
+
+    def on_stop(self, host: HostView, vm: VMView) -> None:
+        self.active.pop(vm.name, None)
+        self.balloon.pop(vm.name, None)
+        self.targets.pop(vm.name, None)
+
+    # --- every epoch -------------------------------------------------------------------------
+
+    def setup(self, host: HostView) -> HostDecision:
+        return HostDecision(sharing_salted=not self.p["inter_vm_sharing"])
+
+    def _free_state(self, host: HostView) -> str:
+        """W02 6.3: below 4% free ESX balloons (soft), below 2% it pages (hard), below 1% it also
+        blocks (low). It climbs back only with a margin: to high once free memory is back above
+        6%, from hard and low once it clears their threshold by ``hysteresis_pct``."""
+        p = self.p
+        free_pct = 100.0 * host.free_mb / host.memory_mb
+        if free_pct >= p["soft_pct"]:
+            raw = "high"
+        elif free_pct >= p["hard_pct"]:
+            raw = "soft"
+        elif free_pct >= p["low_pct"]:
+            raw = "hard"
+        else:
+            raw = "low"
+        state = self.state
+        if STATES.index(raw) >= STATES.index(state):
+            return raw
+        leave = {"soft": p["high_pct"], "hard": p["hard_pct"] + p["hysteresis_pct"],
+                 "low": p["low_pct"] + p["hysteresis_pct"]}
+        while state != raw and free_pct >= leave[state]:
+            state = STATES[STATES.index(state) - 1]
+        return state
+
+    def _sample(self, host: HostView, decisions: Decisions) -> None:
+        period = self.p["sample_period_s"]
+        for vm in host.running:
+            last = self.last_sample.get(vm.name)
+            if last is None or host.time_s - last >= period - 1e-9:
+                if last is not None and vm.active_sample and vm.active_sample[1]:
+                    touched, sampled = vm.active_sample
+                    self.active.setdefault(vm.name, _Active()).update(touched / sampled, self.p["slow_gain"], self.p["fast_gain"])
+                decisions.vm(vm.name).sample_pages = self.p["sample_pages"]
+                self.last_sample[vm.name] = host.time_s
+
+    def _held_mb(self, vm: VMView) -> float:
+        return vm.resident_mb + vm.shared_mb + vm.compressed_mb
+
+    def _compute_targets(self, host: HostView) -> None:
+        capacity = host.available_mb - host.memory_mb * self.p["high_pct"] / 100.0
+        vms = []
+        for vm in host.running:
+            s = vm.settings
+            vms.append({"name": vm.name, "alloc": self._held_mb(vm), "min": float(s.reservation_mb),
+                        "max": float(min(s.memory_mb, s.limit_mb)), "shares": float(s.shares),
+                        "active": self.active.get(vm.name, _Active()).estimate})
+        self.targets = min_funding_targets(vms, max(capacity, 0.0), self.tax, step=max(host.memory_mb / 512.0, 1.0))
+
+    def on_epoch(self, host: HostView) -> Decisions:
+        p = self.p
+        running = host.running
+        scan = 0.0
+        if p["share_scan_minutes"] > 0 and running:
+            scan = sum(v.present_mb for v in running) / len(running) * 256 / (p["share_scan_minutes"] * 60.0)
+        new_state = self._free_state(host)
+        worsened = STATES.index(new_state) > STATES.index(self.state)
+        self.state = new_state
+        decisions = Decisions(host=HostDecision(sharing_pages_per_s=scan, sharing_scan="random", state=self.state))
+        self._sample(host, decisions)
+        if worsened or host.time_s - self.last_balance >= p["balance_period_s"] - 1e-9 or set(self.targets) != {v.name for v in running}:
+            self._compute_targets(host)
+            self.last_balance = host.time_s
+
+        rate = p["balloon_rate_mb_s"] * host.epoch_s
+        for vm in running:
+            s = vm.settings
+            d = decisions.vm(vm.name)
+            d.host_swap = True
+            d.victim = "random"
+            d.compression = p["compression"]
+            d.compression_cache_pct = p["compression_cache_pct"]
+            if s.limit_mb < s.memory_mb:
+                d.host_limit_mb = s.limit_mb
+            target = self.targets.get(vm.name, float(s.memory_mb))
+            held = self._held_mb(vm)
+            d.host_target_mb = target
+            # the balloon leaves the guest exactly its target, so the guest chooses what to give up
+            wanted = 0.0
+            if vm.balloon_driver:
+                # a VM over its limit is ballooned whatever the host's state: the balloon comes
+                # before paging, and the hard limit below pages only what the balloon leaves
+                below = target if self.state != "high" else (s.limit_mb if s.limit_mb < s.memory_mb else vm.present_mb)
+                wanted = min(max(vm.present_mb - below, 0.0), s.memory_mb * p["ctl_max_pct"] / 100.0)
+            current = self.balloon.get(vm.name, vm.balloon_mb)
+            if wanted > current:
+                step = min(wanted, current + rate)
+            elif self.state == "high":
+                step = max(wanted, current - rate)   # give memory back only when memory is plentiful
+            else:
+                step = current
+            if vm.balloon_driver:
+                self.balloon[vm.name] = step
+                d.balloon_mb = step
+            ballooned_off = max(0.0, step - vm.balloon_mb)
+            if self.state in ("hard", "low") or (self.state == "soft" and not vm.balloon_driver):
+                excess = held - target - ballooned_off
+                if excess > 0:
+                    d.host_reclaim_mb = min(excess, vm.present_mb)
+            d.blocked = self.state == "low" and held > target + 1.0
+            d.metrics = {"active_pct": 100.0 * self.active.get(vm.name, _Active()).estimate,
+                         "target_mb": target, "balloon_target_mb": step}
+        return decisions
