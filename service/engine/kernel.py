@@ -10,6 +10,7 @@ means the VM could get no memory now (it waits for the next slice); OOM means it
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -18,7 +19,7 @@ from numba import njit
 from .state import (
     ABSENT, BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
     C_GUEST_FAULT, C_GUEST_PAGE_OUT, C_GUEST_PF_READ, C_HOST_SWAP_IN, C_HOST_SWAP_OUT, C_REFS,
-    C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_BUSY, D_PAR, D_READ_NS, D_WRITE_NS, F_ACCESSED,
+    C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
     F_BLOCKED, F_CBIG, F_CLOCK, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
     F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, H_COMPRESSED, H_FIFO_ON,
     H_FREE_Q, H_HINT_FRAMES, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
@@ -40,6 +41,11 @@ from .state import (
 BLOCKED = -1.0
 OOM = -2.0
 
+# Compiled without numba's reference counting: nothing here allocates, and counting references to
+# the state's arrays on every call of a slow-path function cost about 1 us per page fault (perf
+# showed the time in atomic increments and decrements), six times the rest of the fault.
+jit = functools.partial(njit, cache=True, _nrt=False)
+
 _U7 = np.uint64(7)
 _U11 = np.uint64(11)
 _U12 = np.uint64(12)
@@ -56,7 +62,7 @@ _INV53 = 1.0 / 9007199254740992.0
 
 # --- randomness and hashing ---------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def rand_u64(rng, i):
     """xorshift64*: one independent stream per VM plus one for the host, so runs repeat exactly."""
     x = rng[i]
@@ -67,17 +73,17 @@ def rand_u64(rng, i):
     return x * _XS_MUL
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def rand_float(rng, i):
     return np.float64(rand_u64(rng, i) >> _U11) * _INV53
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def rand_below(rng, i, n):
     return np.int64(rand_u64(rng, i) % np.uint64(n))
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def mix64(z):
     """splitmix64's finalizer: page contents and compressibility are pure functions of page ids."""
     z = z + _GOLDEN
@@ -86,27 +92,38 @@ def mix64(z):
     return z ^ (z >> _U31)
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def unit_hash(z):
     return np.float64(mix64(z) >> _U11) * _INV53
 
 
 # --- devices ------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@jit
 def device_io(st, d, t, write):
-    """Latency of one 4 KiB I/O issued at time t, queueing behind earlier I/Os: a device with
-    parallelism P starts a new I/O every latency/P once it is saturated."""
+    """Latency of one 4 KiB I/O issued at time t: the device's latency plus queueing, from its
+    utilization rho as a queue with ``parallelism`` servers, wait = (latency / P) * rho / (1 - rho).
+    Utilization is the device time asked of it in the current and the previous 10 ms window,
+    not an ordered queue: VMs run one after another within a slice, so I/Os arrive out of time
+    order, and a "busy until" pointer would make a VM wait behind I/O issued in its future."""
     lat = st.dev_f[d, D_WRITE_NS] if write else st.dev_f[d, D_READ_NS]
-    busy = st.dev_f[d, D_BUSY]
-    start = t if t > busy else busy
-    st.dev_f[d, D_BUSY] = start + lat / st.dev_f[d, D_PAR]
-    return start + lat - t
+    par = st.dev_f[d, D_PAR]
+    start = st.dev_f[d, D_WINDOW_START]
+    if t >= start + DEVICE_WINDOW_NS:
+        windows = math.floor((t - start) / DEVICE_WINDOW_NS)
+        st.dev_f[d, D_RHO] = st.dev_f[d, D_WORK] / (DEVICE_WINDOW_NS * par) if windows == 1 else 0.0
+        st.dev_f[d, D_WORK] = 0.0
+        st.dev_f[d, D_WINDOW_START] = start + windows * DEVICE_WINDOW_NS
+    st.dev_f[d, D_WORK] += lat
+    rho = max(st.dev_f[d, D_RHO], st.dev_f[d, D_WORK] / (DEVICE_WINDOW_NS * par))
+    if rho > 0.98:
+        rho = 0.98
+    return lat + lat / par * rho / (1.0 - rho)
 
 
 # --- page content -------------------------------------------------------------------------------
 
-@njit(cache=True)
+@jit
 def content_mix(st, v, page):
     """(zero, shared, compressible) fractions of the region that holds ``page``."""
     if page < st.vm_i[v, I_OS_PAGES]:
@@ -118,13 +135,13 @@ def content_mix(st, v, page):
     return 0.0, 0.0, 0.5
 
 
-@njit(cache=True)
+@jit
 def content_key(st, v, page):
     # the image id, not the VM, goes into the hash: two VMs of one image hold the same content
     return np.uint64(page) * np.uint64(0x100000001B3) ^ (np.uint64(st.vm_i[v, I_IMAGE_ID]) << np.uint64(48))
 
 
-@njit(cache=True)
+@jit
 def content_slot(st, v, page, fl):
     """The share_ref slot of the page's content, or -1 if it is unique (never shareable)."""
     if st.host_i[H_SHARE_ON] == 0 or (fl & F_WRITTEN) != 0 or page < 0:
@@ -140,7 +157,7 @@ def content_slot(st, v, page, fl):
     return -1
 
 
-@njit(cache=True)
+@jit
 def compressed_quarters(st, v, page, frame, fl):
     """How many 1 KB quarters the page compresses into: 1 or 2, or 0 if it does not fit in 2 KB."""
     if page < 0:   # a free guest frame: stale data of unknown kind
@@ -165,7 +182,7 @@ def compressed_quarters(st, v, page, frame, fl):
 
 # --- guest lists --------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def lru_unlink(st, v, fb, f):
     p = st.lru_prev[fb + f]
     n = st.lru_next[fb + f]
@@ -179,7 +196,7 @@ def lru_unlink(st, v, fb, f):
         st.vm_i[v, I_LRU_TAIL] = p
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def lru_push_front(st, v, fb, f):
     h = st.vm_i[v, I_LRU_HEAD]
     st.lru_prev[fb + f] = -1
@@ -191,7 +208,7 @@ def lru_push_front(st, v, fb, f):
     st.vm_i[v, I_LRU_HEAD] = f
 
 
-@njit(cache=True)
+@jit
 def free_push(st, v, fb, f):
     st.frame_page[fb + f] = FREE
     st.lru_next[fb + f] = st.vm_i[v, I_FREE_HEAD]
@@ -199,7 +216,7 @@ def free_push(st, v, fb, f):
     st.vm_i[v, I_NFREE] += 1
 
 
-@njit(cache=True)
+@jit
 def free_pop(st, v, fb):
     f = st.vm_i[v, I_FREE_HEAD]
     st.vm_i[v, I_FREE_HEAD] = st.lru_next[fb + f]
@@ -207,7 +224,7 @@ def free_pop(st, v, fb):
     return f
 
 
-@njit(cache=True)
+@jit
 def balloon_push(st, v, fb, f):
     st.frame_page[fb + f] = BALLOONED
     st.lru_next[fb + f] = st.vm_i[v, I_BALLOON_HEAD]
@@ -215,7 +232,7 @@ def balloon_push(st, v, fb, f):
     st.vm_i[v, I_NBALLOON] += 1
 
 
-@njit(cache=True)
+@jit
 def balloon_pop(st, v, fb):
     f = st.vm_i[v, I_BALLOON_HEAD]
     st.vm_i[v, I_BALLOON_HEAD] = st.lru_next[fb + f]
@@ -223,7 +240,7 @@ def balloon_pop(st, v, fb):
     return f
 
 
-@njit(cache=True)
+@jit
 def fifo_push(st, v, fb, f):
     if st.host_i[H_FIFO_ON] == 0 or (st.flags[fb + f] & F_IN_FIFO) != 0:
         return
@@ -236,7 +253,7 @@ def fifo_push(st, v, fb, f):
 
 # --- host backing -------------------------------------------------------------------------------
 
-@njit(cache=True)
+@jit
 def unshare(st, v, fb, f, page, fl):
     """The guest frame stops holding the shared content (its page leaves or is overwritten). The
     last holder of a content keeps the host frame as private RAM; otherwise the frame loses its
@@ -257,7 +274,7 @@ def unshare(st, v, fb, f, page, fl):
         st.host_state[fb + f] = H_UNBACKED
 
 
-@njit(cache=True)
+@jit
 def release_backing(st, v, fb, f):
     """Drop the host backing of a guest frame that holds no page (ballooned, reset)."""
     hs = st.host_state[fb + f]
@@ -281,7 +298,7 @@ def release_backing(st, v, fb, f):
     st.flags[fb + f] &= ~F_CBIG
 
 
-@njit(cache=True)
+@jit
 def pick_host_victim(st, u):
     """A guest frame of VM u backed by private host RAM, chosen by u's strategy; -1 if none."""
     if st.vm_i[u, I_RESIDENT] == 0:
@@ -325,7 +342,7 @@ def pick_host_victim(st, u):
     return -1
 
 
-@njit(cache=True)
+@jit
 def evict_to_host_storage(st, u, f, t, to_smart):
     """Take host RAM away from guest frame f of VM u: compress it if u allows and it fits in the
     cache, else write it to the Smart Paging file or the host swap file. Returns the time spent."""
@@ -363,12 +380,12 @@ def evict_to_host_storage(st, u, f, t, to_smart):
     return device_io(st, st.host_i[H_SWAP_DEV], t, True)
 
 
-@njit(cache=True)
+@jit
 def smart_room(st, v):
     return st.vm_i[v, I_SMART] < st.vm_i[v, I_SMART_QUOTA]
 
 
-@njit(cache=True)
+@jit
 def reclaim_target(st, v):
     """Which VM gives up a host page when v needs one and none is free: the swap-allowed VM
     furthest above its host target (the policy's soft target, e.g. ESX's share-based one), else
@@ -396,7 +413,7 @@ def reclaim_target(st, v):
     return best
 
 
-@njit(cache=True)
+@jit
 def obtain_host_page(st, v, t):
     """Account one more private host page to VM v, reclaiming one from some VM if needed."""
     stall = 0.0
@@ -428,7 +445,7 @@ def obtain_host_page(st, v, t):
     return BLOCKED
 
 
-@njit(cache=True)
+@jit
 def host_fault_in(st, v, fb, f, t):
     """Give guest frame f of VM v host RAM: zero-fill, swap-in, Smart Paging read or
     decompression, by where its content is."""
@@ -465,7 +482,7 @@ def host_fault_in(st, v, fb, f, t):
     return stall
 
 
-@njit(cache=True)
+@jit
 def cow_break(st, v, fb, f, page, fl, t):
     """A write to a shared page: the writer gets a private copy; the last holder just keeps it."""
     slot = content_slot(st, v, page, fl)
@@ -495,7 +512,7 @@ def cow_break(st, v, fb, f, page, fl, t):
 
 # --- the guest ----------------------------------------------------------------------------------
 
-@njit(cache=True)
+@jit
 def guest_victim(st, v, fb):
     """The guest's own replacement choice among its in-use frames."""
     repl = st.vm_i[v, I_REPL]
@@ -516,7 +533,7 @@ def guest_victim(st, v, fb):
             return f
 
 
-@njit(cache=True)
+@jit
 def guest_evict(st, v, fb, pb, t):
     """The guest pages out its victim to its own page file. Returns (frame, stall); the frame
     is left unmapped and on no list. Evicting a page that the host has swapped out is double
@@ -555,7 +572,7 @@ def guest_evict(st, v, fb, pb, t):
     return f, stall
 
 
-@njit(cache=True)
+@jit
 def guest_page_fault(st, v, fb, pb, page, t):
     """Bring ``page`` into a guest frame: a free one, else the guest's victim. The frame is then
     written by the guest (zeroed or read from the page file), so the host must back it."""
@@ -595,7 +612,7 @@ def guest_page_fault(st, v, fb, pb, page, t):
     return stall
 
 
-@njit(cache=True)
+@jit
 def access(st, v, fb, pb, repl, page, write, t):
     """One memory reference. Returns the stall it caused (ns), or BLOCKED / OOM."""
     f = st.page_table[pb + page]
@@ -634,7 +651,7 @@ def access(st, v, fb, pb, repl, page, write, t):
     return stall
 
 
-@njit(cache=True)
+@jit
 def free_pages(st, v, start, n):
     """The guest frees a range of its pages (a process exits, memory is unmapped). The frames go
     back to the guest's free list still backed by the host: only a balloon or free page reporting
@@ -665,7 +682,7 @@ def free_pages(st, v, start, n):
 
 # --- workload generation ------------------------------------------------------------------------
 
-@njit(cache=True)
+@jit
 def _zipf_h_integral(x, s):
     log_x = math.log(x)
     t = (1.0 - s) * log_x
@@ -676,7 +693,7 @@ def _zipf_h_integral(x, s):
     return helper * log_x
 
 
-@njit(cache=True)
+@jit
 def _zipf_h_integral_inverse(x, s):
     t = x * (1.0 - s)
     if t < -1.0:
@@ -688,7 +705,7 @@ def _zipf_h_integral_inverse(x, s):
     return math.exp(helper * x)
 
 
-@njit(cache=True)
+@jit
 def zipf_constants(n, s):
     """Constants of rejection-inversion sampling (Hoermann and Derflinger 1996) for ranks 1..n."""
     hx1 = _zipf_h_integral(1.5, s) - 1.0
@@ -697,7 +714,7 @@ def zipf_constants(n, s):
     return hx1, hn, ss
 
 
-@njit(cache=True)
+@jit
 def zipf_rank(rng, i, n, s, hx1, hn, ss):
     """A Zipf(s) rank in 1..n in O(1) expected time, without a table."""
     while True:
@@ -714,7 +731,7 @@ def zipf_rank(rng, i, n, s, hx1, hn, ss):
 
 # --- phases and the run loop --------------------------------------------------------------------
 
-@njit(cache=True)
+@jit
 def next_phase(st, v, clock):
     p = st.vm_i[v, I_PHASE]
     if st.ph_i[p, P_FREE_ON_END] != 0:
@@ -736,7 +753,7 @@ def next_phase(st, v, clock):
     st.vm_f[v, F_PHASE_START] = clock
 
 
-@njit(cache=True)
+@jit
 def run_vm(st, v, t_end):
     """Run VM v's references until its clock reaches t_end (closed loop: every stall delays the
     next reference), its workload ends, or it cannot get memory."""
@@ -872,7 +889,7 @@ def run_vm(st, v, t_end):
     st.vm_f[v, F_CLOCK] = clock
 
 
-@njit(cache=True)
+@jit
 def run_epoch(st, t0, t1, slice_ns):
     """Interleave the running VMs in slices so that one VM's faults can take memory from another
     within an epoch. VMs run in index order within a slice, so runs repeat exactly."""

@@ -4,9 +4,9 @@ since each touches up to every frame of a VM."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .kernel import (
+    jit,
     content_slot, evict_to_host_storage, fifo_push, free_pages, guest_evict, host_fault_in,
     pick_host_victim, rand_below, release_backing, unshare, balloon_pop, balloon_push, free_pop,
     free_push,
@@ -21,7 +21,7 @@ from .state import (
 )
 
 
-@njit(cache=True)
+@jit
 def set_balloon(st, v, target, t):
     """Inflate or deflate VM v's balloon to ``target`` frames. Inflating takes the guest's free
     frames first, then its coldest pages, which the guest pages out itself. Returns the guest's
@@ -45,7 +45,7 @@ def set_balloon(st, v, target, t):
     return stall, st.vm_i[v, I_NBALLOON]
 
 
-@njit(cache=True)
+@jit
 def hot_add(st, v, new_present):
     """Add guest-physical frames up to ``new_present``; they join the guest's free list unbacked."""
     fb = st.vm_i[v, I_FRAME_BASE]
@@ -56,7 +56,7 @@ def hot_add(st, v, new_present):
     st.vm_i[v, I_PRESENT] = new_present
 
 
-@njit(cache=True)
+@jit
 def share_scan(st, v, pages, sequential):
     """Content-based page sharing: look at ``pages`` frames of VM v, in random order (ESX) or
     sequentially (KSM), and map each whose content is shareable onto the one host frame holding
@@ -100,7 +100,7 @@ def share_scan(st, v, pages, sequential):
     return merged
 
 
-@njit(cache=True)
+@jit
 def reclaim_to_limit(st, v, t, to_smart):
     """Page VM v's host memory out (or compress it) until it is within its host limit. Runs in
     the background at the epoch boundary: the devices are busy, the VM's clock is not charged."""
@@ -114,7 +114,7 @@ def reclaim_to_limit(st, v, t, to_smart):
     return done
 
 
-@njit(cache=True)
+@jit
 def reclaim_pages(st, v, pages, t):
     """Page out (or compress) ``pages`` of VM v's host memory now, in the background."""
     done = 0
@@ -127,7 +127,7 @@ def reclaim_pages(st, v, pages, t):
     return done
 
 
-@njit(cache=True)
+@jit
 def report_free_pages(st, v):
     """Free page reporting (virtio-balloon): the guest tells the host which frames it is not
     using, and the host drops their backing; they stay the guest's, and a later touch is a fresh
@@ -143,7 +143,7 @@ def report_free_pages(st, v):
     return released
 
 
-@njit(cache=True)
+@jit
 def evict_frames(st, v, frames, t):
     """Host-swap the given frames of VM v (a plugin's batch choice). Frames not backed by
     private RAM are skipped."""
@@ -157,7 +157,7 @@ def evict_frames(st, v, frames, t):
     return done
 
 
-@njit(cache=True)
+@jit
 def release_smart_paging(st, v, t):
     """Bring Smart-Paged frames back into RAM while host memory is free, down to the quota."""
     fb = st.vm_i[v, I_FRAME_BASE]
@@ -172,7 +172,7 @@ def release_smart_paging(st, v, t):
         f += 1
 
 
-@njit(cache=True)
+@jit
 def power_off(st, v):
     """Release everything VM v holds on the host and in its guest: stop, or the first half of a
     restart."""
@@ -198,7 +198,7 @@ def power_off(st, v):
         st.vm_i[v, col] = -1
 
 
-@njit(cache=True)
+@jit
 def power_on(st, v, present, clock):
     """Boot VM v with ``present`` frames: its workload starts over with the boot phase."""
     hot_add(st, v, present)
@@ -209,7 +209,7 @@ def power_on(st, v, present, clock):
     st.vm_f[v, F_CLOCK] = clock
 
 
-@njit(cache=True)
+@jit
 def sample_begin(st, v, frames):
     """ESX's active-memory sampling: forget whether these frames were touched."""
     fb = st.vm_i[v, I_FRAME_BASE]
@@ -217,7 +217,7 @@ def sample_begin(st, v, frames):
         st.flags[fb + frames[i]] &= ~F_SAMPLE
 
 
-@njit(cache=True)
+@jit
 def sample_count(st, v, frames):
     fb = st.vm_i[v, I_FRAME_BASE]
     touched = 0
@@ -228,7 +228,7 @@ def sample_count(st, v, frames):
     return touched
 
 
-@njit(cache=True)
+@jit
 def build_fifo(st, v):
     """Start the host FIFO of VM v from the frames it backs now, in frame order."""
     fb = st.vm_i[v, I_FRAME_BASE]

@@ -98,7 +98,8 @@ FAULT_NAMES = COUNTER_NAMES[1:]
 (HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HF_COW_NS, HF_COMPRESS_NS, HF_DECOMPRESS_NS, N_HF) = range(6)
 
 # --- devices (dev_f) ---------------------------------------------------------------------------
-(D_READ_NS, D_WRITE_NS, D_PAR, D_BUSY, N_D) = range(5)
+(D_READ_NS, D_WRITE_NS, D_PAR, D_WINDOW_START, D_WORK, D_RHO, N_D) = range(7)
+DEVICE_WINDOW_NS = 10e6      # utilization is measured over 10 ms windows of simulated time
 
 # --- phases (ph_i, ph_f) -----------------------------------------------------------------------
 (P_KIND, P_START, P_NPAGES, P_REFS, P_TRACE_OFF, P_TRACE_LEN, P_FREE_ON_END, P_HOT_PAGES, N_PI) = range(9)

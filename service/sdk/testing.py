@@ -244,8 +244,9 @@ def run_checked(policy: Policy, scenario: Scenario) -> CheckedRun:
 def _create(policy_cls: type[Policy], params: Params) -> Policy:
     try:
         return policy_cls.create(dict(params or {}))
-    except PolicyParameterError as exc:
-        raise AssertionError(f"{policy_cls.__name__}.create({dict(params or {})!r}) refused its parameters: {exc}") from exc
+    except Exception as exc:
+        raise AssertionError(f"{policy_cls.__name__}.create({dict(params or {})!r}) failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
 
 def _run_builtin(policy_cls: type[Policy], params: Params, scenario_name: str) -> CheckedRun:
@@ -294,8 +295,8 @@ def check_parameters_have_defaults(policy_cls: type[Policy], params: Params = No
     for given in ({}, None):
         try:
             policy = policy_cls.create(given)
-        except PolicyParameterError as exc:
-            raise AssertionError(f"{label}.create({given!r}) failed: {exc}") from exc
+        except Exception as exc:
+            raise AssertionError(f"{label}.create({given!r}) failed: {type(exc).__name__}: {exc}") from exc
         assert isinstance(policy, policy_cls), f"{label}.create() returned {type(policy).__name__}, not {label}"
     if params:
         _create(policy_cls, params)
@@ -314,6 +315,9 @@ def check_unknown_parameter_rejected(policy_cls: type[Policy], params: Params = 
         assert bogus in json.dumps(exc.messages, default=str), (
             f"{policy_cls.__name__}: the PolicyParameterError for an unknown parameter does not name it: {exc.messages!r}")
         return
+    except Exception as exc:
+        raise AssertionError(f"{policy_cls.__name__}.create() with an unknown parameter raised {type(exc).__name__}: "
+                             f"{exc}; it must raise PolicyParameterError (leave the check to Params)") from exc
     raise AssertionError(f"{policy_cls.__name__}.create() accepted the unknown parameter {bogus!r}; it must raise "
                          "PolicyParameterError (a typo in a parameter name would otherwise be silently ignored)")
 
@@ -333,7 +337,7 @@ def check_parameter_schema(policy_cls: type[Policy], params: Params = None) -> N
     defaults = {name: entry["default"] for name, entry in described.items() if "default" in entry}
     try:
         policy_cls.create(json.loads(json.dumps(defaults)))
-    except PolicyParameterError as exc:
+    except Exception as exc:
         raise AssertionError(f"{label}: its own defaults, as listed (JSON), do not load: {exc}") from exc
 
 
