@@ -112,7 +112,7 @@ class DynamicMemoryPolicy(Policy):
         room = self.pool_mb(host, vm.name) + self.reclaimable_mb(host, vm.name)
         if startup > room:
             return Admission(False, f"needs {startup} MB startup memory; {room:.0f} MB is free or reclaimable")
-        return Admission(True, assigned_mb=startup)
+        return Admission(True, assigned_mb=startup, populate=True)
 
     # --- every epoch -------------------------------------------------------------------------
 
@@ -130,6 +130,7 @@ class DynamicMemoryPolicy(Policy):
         if host.time_s - self.last_balance < self.p["balance_interval_s"] - 1e-9:
             for v in host.running:
                 decisions.vm(v.name).host_swap = False
+                decisions.vm(v.name).populate = True
             return decisions
         self.last_balance = host.time_s
         claims = self.claims(host)
@@ -140,6 +141,7 @@ class DynamicMemoryPolicy(Policy):
         for v in host.running:
             d = decisions.vm(v.name)
             d.host_swap = False
+            d.populate = True    # Hyper-V backs all of a VM's assigned memory, not page by page
             want = goal[v.name]
             if want < v.visible_mb - 1e-6:
                 since = self.surplus_since.setdefault(v.name, host.time_s)

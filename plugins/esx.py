@@ -179,6 +179,7 @@ class EsxPolicy(Policy):
                     touched, sampled = vm.active_sample
                     self.active.setdefault(vm.name, _Active()).update(touched / sampled, self.p["slow_gain"], self.p["fast_gain"])
                 decisions.vm(vm.name).sample_pages = self.p["sample_pages"]
+                decisions.vm(vm.name).sample_s = period
                 self.last_sample[vm.name] = host.time_s
 
     def _held_mb(self, vm: VMView) -> float:

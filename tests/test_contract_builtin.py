@@ -190,7 +190,14 @@ def test_a_hook_that_raises_is_named():
         def setup(self, host):
             raise ZeroDivisionError("oops")
 
+    class Asserts(Good):
+        def admit(self, host, vm, restart):
+            assert vm.name == "busy", "only busy VMs"
+            return Admission(admit=True)
+
     fails(dict(CONTRACT_CHECKS)["runs_idle_vm"], Crashes, "setup() raised ZeroDivisionError: oops")
+    fails(dict(CONTRACT_CHECKS)["runs_idle_vm"], Asserts, "policy 'good'", "admit() in epoch 0",
+          "admit() raised AssertionError: only busy VMs")
 
 
 def test_nondeterminism_is_caught():

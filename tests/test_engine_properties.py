@@ -102,6 +102,7 @@ class ChaosPolicy(Policy):
                 blocked=bool(r.random() < 0.1),
                 smart_paging_mb=float(r.integers(0, 4)) if r.random() < 0.3 else None,
                 sample_pages=int(r.integers(0, 50)),
+                sample_s=float(r.choice([0.05, 0.1])) if r.random() < 0.5 else None,
             )
         return d
 

@@ -47,7 +47,7 @@ def _pip_install() -> None:
     offline = importlib.util.find_spec("wheel") is not None or _setuptools_at_least(70, 1)
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(EXAMPLE)]
     if offline:
-        cmd.insert(-2, "--no-build-isolation")
+        cmd[-2:-2] = ["--no-build-isolation", "--no-index"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
 

@@ -12,7 +12,7 @@ from .kernel import (
     free_push,
 )
 from .state import (
-    ABSENT, F_IN_FIFO, F_SAMPLE, FREE, H_FREE_Q, H_HINT_FRAMES, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
+    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, FREE, H_FREE_Q, H_HINT_FRAMES, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
     H_RNG, HOST_BITS, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
@@ -155,6 +155,21 @@ def evict_frames(st, v, frames, t):
             evict_to_host_storage(st, v, f, t, False)
             done += 1
     return done
+
+
+@jit
+def populate(st, v, t):
+    """Back every frame the guest can use with host memory now, as Hyper-V does for a VM's
+    assigned memory (it does not allocate on first touch). Frames it cannot back stay unbacked;
+    with a Smart Paging allowance the VM's own frames spill to its Smart Paging file. Returns
+    how many frames are still unbacked."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    missing = 0
+    for f in range(st.vm_i[v, I_PRESENT]):
+        if st.host_state[fb + f] == 0 and st.frame_page[fb + f] != BALLOONED:
+            if host_fault_in(st, v, fb, f, t) < 0.0:
+                missing += 1
+    return missing
 
 
 @jit

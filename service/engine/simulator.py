@@ -75,6 +75,7 @@ class Simulation:
         self.host_label = ""
         self.samples: dict[int, np.ndarray] = {}
         self.free_page_reporting: dict[int, bool] = {}
+        self.populated: dict[int, bool] = {}
         self.policy_metrics: dict[int, dict[str, float]] = {}
         self.sample_results: dict[int, tuple[int, int]] = {}
         self.last_counts = self.st.vm_c.copy()
@@ -87,7 +88,7 @@ class Simulation:
         vm = self.scenario.vms[v]
         row = self.st.vm_i[v]
         guest = None
-        if self.policy.trusts_guest:
+        if type(self.policy).trusts_guest:
             guest = GuestReport(committed_mb=_mb(row[I_TOUCHED]), free_mb=_mb(row[I_NFREE]),
                                 paged_mb=_mb(row[I_PAGED]))
         faults = {}
@@ -122,7 +123,7 @@ class Simulation:
             shared_frames_mb=_mb(shared_frames), sharing_saved_mb=_mb(shared_pages - shared_frames),
             compression_cache_mb=float(st.vm_i[:, I_COMP_Q].sum()) / Q_PER_MB,
             swap_used_mb=_mb(st.host_i[H_SWAP_USED]), smart_paging_mb=_mb(st.host_i[H_SMART_USED]),
-            swap_device=host.swap_device,
+            swap_device=host.swap_device, seed=self.scenario.seed,
             vms=tuple(self._vm_view(v, None if deltas is None else deltas[v]) for v in range(self.n)))
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -154,6 +155,9 @@ class Simulation:
         mechanisms.power_on(st, v, mb_to_pages(assigned), t_ns)
         st.vm_i[v, I_SMART_QUOTA] = mb_to_pages(admission.smart_paging_mb)
         st.vm_i[v, I_RUNNING] = 1
+        self.populated[v] = bool(admission.populate)
+        if admission.populate:
+            mechanisms.populate(st, v, t_ns)
         self.vm_state[v] = "running"
         self.ever_ran[v] = True
         self.refusals[v] = None
@@ -297,9 +301,13 @@ class Simulation:
         if d.host_limit_mb is not None:
             row[I_LIMIT_Q] = mb_value("host_limit_mb", d.host_limit_mb, 0, vm.frames_mb) * Q_PER_PAGE
         if d.host_target_mb is not None:
-            row[I_TARGET_Q] = mb_value("host_target_mb", d.host_target_mb, 0, vm.frames_mb) * Q_PER_PAGE
+            # a soft target above the VM's size means "no target": clamp rather than refuse
+            target = mb_value("host_target_mb", d.host_target_mb, 0, math.inf)
+            row[I_TARGET_Q] = min(target, mb_to_pages(vm.frames_mb)) * Q_PER_PAGE
         if d.report_free_pages is not None:
             self.free_page_reporting[v] = bool(d.report_free_pages)
+        if d.populate is not None:
+            self.populated[v] = bool(d.populate)
         if d.metrics:
             try:
                 metrics = {str(k): float(x) for k, x in d.metrics.items()}
@@ -331,6 +339,8 @@ class Simulation:
                 raise bad("host_reclaim_mb", "needs host_swap allowed for the VM")
             pages = mb_value("host_reclaim_mb", d.host_reclaim_mb, 0, vm.frames_mb)
             mechanisms.reclaim_pages(st, v, pages, t_ns)
+        if self.populated.get(v):
+            mechanisms.populate(st, v, t_ns)
         if row[I_SMART] > row[I_SMART_QUOTA]:
             mechanisms.release_smart_paging(st, v, t_ns)
         if d.sample_pages is not None:
@@ -340,7 +350,8 @@ class Simulation:
                 rng = np.random.default_rng([self.scenario.seed, v, self._epoch])
                 frames = rng.integers(0, present, size=int(d.sample_pages)).astype(np.int64)
                 mechanisms.sample_begin(st, v, frames)
-                self.samples[v] = frames
+                ends = math.inf if d.sample_s is None else t_ns + float(d.sample_s) * 1e9
+                self.samples[v] = (frames, ends)
 
     def _plugin_victims(self, v: int, host: HostView, t_ns: float) -> None:
         st = self.st
@@ -390,6 +401,7 @@ class Simulation:
             for v in range(self.n):
                 if self.vm_state[v] != "running" or self.st.vm_f[v, F_CLOCK] < t0:
                     self.st.vm_f[v, F_CLOCK] = max(self.st.vm_f[v, F_CLOCK], t0)
+            self._end_due_samples(t0)
             view = self.host_view(t0 / 1e9, epoch, deltas)
             self._apply(self.policy.on_epoch(view), t0, view)
             self._share(t1 - t0)
@@ -418,9 +430,15 @@ class Simulation:
                 mechanisms.share_scan(self.st, v, pages, self.sharing_sequential)
 
     def _end_sample(self, v: int) -> None:
-        frames = self.samples.pop(v, None)
-        if frames is not None:
+        sample = self.samples.pop(v, None)
+        if sample is not None:
+            frames, _ = sample
             self.sample_results[v] = (int(mechanisms.sample_count(self.st, v, frames)), len(frames))
+
+    def _end_due_samples(self, t_ns: float) -> None:
+        for v, (_, ends) in list(self.samples.items()):
+            if ends <= t_ns + 1e-3:
+                self._end_sample(v)
 
     def _report_free_pages(self) -> None:
         for v, on in self.free_page_reporting.items():

@@ -17,6 +17,8 @@ class Admission:
     reason: str = ""
     assigned_mb: Optional[int] = None     # guest-physical memory it boots with (default: startup)
     smart_paging_mb: int = 0              # host paging file allowed to back part of it (restart only)
+    populate: bool = False                # back all its memory with host memory at once (Hyper-V),
+                                          # rather than page by page as the guest touches it
 
 
 @dataclass
@@ -36,7 +38,10 @@ class VMDecision:
     smart_paging_mb: Optional[int] = None # allowed size of its Smart Paging file
     sample_pages: Optional[int] = None    # start sampling this many random pages; the previous sample
                                           # ends now and its (touched, sampled) shows in the next view
+    sample_s: Optional[float] = None      # with sample_pages: end the sample after this long, so that
+                                          # the view at that epoch boundary already has its result
     report_free_pages: Optional[bool] = None  # free page reporting: the host drops the backing of guest-free pages
+    populate: Optional[bool] = None       # keep all memory the guest can use backed by host memory
     metrics: dict[str, float] = field(default_factory=dict)  # the policy's own per-VM figures, kept in the series
 
 

@@ -44,7 +44,7 @@ from .decisions import Admission, Decisions, HostDecision, VMDecision
 from .policy import Policy, PolicyParameterError
 from .views import HostView, VMView
 
-Params = Optional[Mapping[str, Any]]
+ParamsArg = Optional[Mapping[str, Any]]
 
 #: Longest a run of one built-in scenario may take, wall clock, engine included.
 RUN_SECONDS = 60.0
@@ -127,6 +127,10 @@ class CheckedRun:
     last_view: Optional[HostView] = None                       # the last on_epoch view
 
 
+class ContractViolation(AssertionError):
+    """A broken rule of the contract, found while the policy ran."""
+
+
 class _Watch:
     """Wraps the hooks of one policy instance: checks what they return and what they are shown."""
 
@@ -134,7 +138,6 @@ class _Watch:
         self.policy = policy
         self.scenario = scenario
         self.cls_trusts = bool(type(policy).trusts_guest)
-        self.run = None  # type: Optional[CheckedRun]
         self.calls: dict[str, int] = {}
         self.restarts = 0
         self.hook_seconds = 0.0
@@ -144,7 +147,7 @@ class _Watch:
         self.vm_names = {vm.name for vm in scenario.vms}
 
     def fail(self, message: str) -> AssertionError:
-        return AssertionError(f"policy {self.policy.name!r}, scenario {self.scenario.name!r} ({self.where}): {message}")
+        return ContractViolation(f"policy {self.policy.name!r}, scenario {self.scenario.name!r} ({self.where}): {message}")
 
     def look(self, hook: str, view: Any) -> None:
         vms = view.vms if isinstance(view, HostView) else (view,) if isinstance(view, VMView) else ()
@@ -164,15 +167,16 @@ class _Watch:
             self.calls[hook] = self.calls.get(hook, 0) + 1
             for arg in list(args) + list(kwargs.values()):
                 self.look(hook, arg)
-            if hook == "on_epoch" and args:
-                self.last_view = args[0]
-                self.where = f"epoch {args[0].epoch}, t={args[0].time_s:g} s"
+            if args and isinstance(args[0], HostView):
+                self.where = f"{hook}() in epoch {args[0].epoch}, t={args[0].time_s:g} s"
+                if hook == "on_epoch":
+                    self.last_view = args[0]
             if hook == "admit" and (kwargs.get("restart") or (len(args) > 2 and args[2])):
                 self.restarts += 1
             started = time.perf_counter()
             try:
                 out = method(*args, **kwargs)
-            except AssertionError:
+            except ContractViolation:
                 raise
             except Exception as exc:
                 raise self.fail(f"{hook}() raised {type(exc).__name__}: {exc}") from exc
@@ -241,7 +245,7 @@ def run_checked(policy: Policy, scenario: Scenario) -> CheckedRun:
                       guest_reports_seen=watch.guest_reports, last_view=watch.last_view)
 
 
-def _create(policy_cls: type[Policy], params: Params) -> Policy:
+def _create(policy_cls: type[Policy], params: ParamsArg) -> Policy:
     try:
         return policy_cls.create(dict(params or {}))
     except Exception as exc:
@@ -249,7 +253,7 @@ def _create(policy_cls: type[Policy], params: Params) -> Policy:
                              f"{type(exc).__name__}: {exc}") from exc
 
 
-def _run_builtin(policy_cls: type[Policy], params: Params, scenario_name: str) -> CheckedRun:
+def _run_builtin(policy_cls: type[Policy], params: ParamsArg, scenario_name: str) -> CheckedRun:
     scenario = SCENARIOS[scenario_name]
     run = run_checked(_create(policy_cls, params), scenario)
     label = f"policy {policy_cls.name!r}, scenario {scenario.name!r}"
@@ -263,7 +267,7 @@ def _run_builtin(policy_cls: type[Policy], params: Params, scenario_name: str) -
 
 # --- the checks ----------------------------------------------------------------------------
 
-def check_identity(policy_cls: type[Policy], params: Params = None) -> None:
+def check_identity(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """A Policy subclass with a usable name, its own version and a boolean trusts_guest."""
     assert isinstance(policy_cls, type) and issubclass(policy_cls, Policy), (
         f"{policy_cls!r} is not a subclass of service.sdk.Policy")
@@ -283,7 +287,7 @@ def check_identity(policy_cls: type[Policy], params: Params = None) -> None:
         assert callable(getattr(policy_cls, hook, None)), f"{label}.{hook} must be a method"
 
 
-def check_parameters_have_defaults(policy_cls: type[Policy], params: Params = None) -> None:
+def check_parameters_have_defaults(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """Params is a marshmallow Schema, every field has a default, and create({}) builds the policy."""
     label = policy_cls.__name__
     assert isinstance(policy_cls.Params, type) and issubclass(policy_cls.Params, Schema), (
@@ -306,7 +310,7 @@ def _no_default(fld: Any) -> bool:
     return fld.load_default is None or repr(fld.load_default) == "<marshmallow.missing>"
 
 
-def check_unknown_parameter_rejected(policy_cls: type[Policy], params: Params = None) -> None:
+def check_unknown_parameter_rejected(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """An unknown parameter is refused with PolicyParameterError naming it."""
     bogus = "no_such_parameter_for_contract_test"
     try:
@@ -322,7 +326,7 @@ def check_unknown_parameter_rejected(policy_cls: type[Policy], params: Params = 
                          "PolicyParameterError (a typo in a parameter name would otherwise be silently ignored)")
 
 
-def check_parameter_schema(policy_cls: type[Policy], params: Params = None) -> None:
+def check_parameter_schema(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """parameter_schema() is JSON, describes every field, and its defaults load back."""
     label = policy_cls.__name__
     described = policy_cls.parameter_schema()
@@ -341,7 +345,7 @@ def check_parameter_schema(policy_cls: type[Policy], params: Params = None) -> N
         raise AssertionError(f"{label}: its own defaults, as listed (JSON), do not load: {exc}") from exc
 
 
-def check_trust(policy_cls: type[Policy], params: Params = None) -> None:
+def check_trust(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """Guest reports reach the policy if and only if it trusts the guest (checked in every view)."""
     run = _run_builtin(policy_cls, params, "memory_pressure")   # the watch fails on a report shown to a non-trusting policy
     if policy_cls.trusts_guest:
@@ -349,7 +353,7 @@ def check_trust(policy_cls: type[Policy], params: Params = None) -> None:
             f"policy {policy_cls.name!r} trusts the guest but its views carried no guest report: an engine bug")
 
 
-def check_deterministic(policy_cls: type[Policy], params: Params = None) -> None:
+def check_deterministic(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """Two runs with the same seed give the same summary, series and events."""
     for name in ("memory_pressure", "stop_restart"):
         first = _run_builtin(policy_cls, params, name).result
@@ -373,7 +377,7 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
     return f" (first at {path or 'top'}: {a!r:.80} vs {b!r:.80})"
 
 
-def check_select_victims(policy_cls: type[Policy], params: Params = None) -> None:
+def check_select_victims(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """select_victims() answers a batch: at most ``count`` distinct frames among the candidates."""
     run = _run_builtin(policy_cls, params, "memory_pressure")
     view = run.last_view
@@ -396,8 +400,8 @@ def check_select_victims(policy_cls: type[Policy], params: Params = None) -> Non
         assert np.isin(chosen, candidates).all(), f"{label} returned frames that are not candidates (count={count})"
 
 
-def _scenario_check(name: str) -> Callable[[type[Policy], Params], None]:
-    def check(policy_cls: type[Policy], params: Params = None) -> None:
+def _scenario_check(name: str) -> Callable[[type[Policy], ParamsArg], None]:
+    def check(policy_cls: type[Policy], params: ParamsArg = None) -> None:
         _run_builtin(policy_cls, params, name)
     check.__name__ = f"check_runs_{name}"
     check.__doc__ = f"Runs the {name!r} scenario: {SCENARIOS[name].description}"
@@ -406,7 +410,7 @@ def _scenario_check(name: str) -> Callable[[type[Policy], Params], None]:
 
 class ContractCheck(NamedTuple):
     name: str
-    check: Callable[[type[Policy], Params], None]
+    check: Callable[[type[Policy], ParamsArg], None]
 
 
 #: Every check, in a useful order: cheap class checks first, runs after.
@@ -438,7 +442,7 @@ class ContractCase:
         self.check.check(self.policy_cls, self.params)
 
 
-def contract_test_cases(policy_cls: type[Policy], params: Params = None) -> list[Any]:
+def contract_test_cases(policy_cls: type[Policy], params: ParamsArg = None) -> list[Any]:
     """One case per check, for ``pytest.mark.parametrize("case", ...)``; each is called with no
     arguments. Under pytest the cases carry readable ids (``fair-balloon-deterministic``)."""
     cases = [ContractCase(policy_cls, c, dict(params) if params else None) for c in CONTRACT_CHECKS]
@@ -449,7 +453,7 @@ def contract_test_cases(policy_cls: type[Policy], params: Params = None) -> list
     return [pytest.param(case, id=case.id) for case in cases]
 
 
-def check_policy(policy_cls: type[Policy], params: Params = None) -> None:
+def check_policy(policy_cls: type[Policy], params: ParamsArg = None) -> None:
     """Run every check; raise one AssertionError listing each one that failed."""
     failures = []
     for name, check in CONTRACT_CHECKS:
@@ -466,7 +470,7 @@ def check_policy(policy_cls: type[Policy], params: Params = None) -> None:
 
 
 __all__ = [
-    "CONTRACT_CHECKS", "CheckedRun", "ContractCase", "ContractCheck", "HOOK_SECONDS", "RUN_SECONDS", "SCENARIOS",
+    "CONTRACT_CHECKS", "CheckedRun", "ContractCase", "ContractCheck", "ContractViolation", "HOOK_SECONDS", "RUN_SECONDS", "SCENARIOS",
     "check_deterministic", "check_identity", "check_parameter_schema", "check_parameters_have_defaults",
     "check_policy", "check_select_victims", "check_trust", "check_unknown_parameter_rejected",
     "contract_test_cases", "policy_hooks", "run_checked",

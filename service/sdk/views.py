@@ -82,6 +82,7 @@ class HostView:
     swap_used_mb: float
     smart_paging_mb: float
     swap_device: str
+    seed: int = 0                 # the run's seed: a policy that draws random numbers seeds from it
     vms: tuple[VMView, ...] = field(default_factory=tuple)
 
     def vm(self, name: str) -> VMView:
