@@ -211,8 +211,8 @@ class Scenario:
                 raise ScenarioError(f"{where}.minimum_mb", "need minimum_mb <= startup_mb <= maximum_mb")
             if not 5 <= vm.buffer_pct <= 2000:
                 raise ScenarioError(f"{where}.buffer_pct", "must be within 5..2000 (Hyper-V rule)")
-            if vm.os_mb >= vm.startup:
-                raise ScenarioError(f"{where}.os_mb", f"the OS ({vm.os_mb} MB) must fit in startup memory ({vm.startup} MB)")
+            if vm.os_mb >= vm.frames_mb:
+                raise ScenarioError(f"{where}.os_mb", f"the OS ({vm.os_mb} MB) must fit in the VM's memory ({vm.frames_mb} MB)")
             if vm.replacement not in REPLACEMENTS:
                 raise ScenarioError(f"{where}.replacement", f"must be one of {', '.join(REPLACEMENTS)}")
             for attr in ("pagefile_device", "smart_paging_device"):
