@@ -1,0 +1,95 @@
+"""The one Celery app, built from service.settings.
+
+Start a worker (embedded default or full stack, the same command)::
+
+    celery -A service.celery_app worker --loglevel=INFO --concurrency=2
+
+Tasks get only a run id; the run row in the database is the lock and the record
+(service.tasks). Messages are acknowledged after the task ends (``acks_late``) and given back if
+the worker process dies, and every worker looks, every ``stale_after_s / 2`` seconds, for runs
+whose worker stopped heartbeating and queues them again: a run is never lost with its worker,
+and the run row makes sure it is done once.
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+
+from .settings import Settings, get_settings
+
+RUN_TASK = "vmemlab.run_simulation"
+log = logging.getLogger(__name__)
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    if settings.embedded_broker:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)   # SQLite creates files, not folders
+    celery = Celery("vmemlab", broker=settings.broker_url, backend=settings.result_backend,
+                    include=["service.tasks"])
+    celery.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.queue,
+        task_track_started=False,
+        result_expires=7 * 24 * 3600,
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+        timezone="UTC",
+        worker_send_task_events=False,
+    )
+    if not settings.embedded_broker:
+        # Redis hands an unacknowledged message to another worker after this long; the run row
+        # turns such a duplicate into a no-op, so it only needs to be longer than most runs.
+        celery.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
+        celery.conf.result_backend_transport_options = {"visibility_timeout": 6 * 3600}
+    celery.steps["worker"].add(RunRecovery)
+    return celery
+
+
+class RunRecovery(bootsteps.StartStopStep):
+    """Every worker re-queues, now and then, the runs whose worker stopped heartbeating."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        interval = get_settings().recovery_interval_s
+        self.tref = worker.timer.call_repeatedly(interval, _recover, (worker.app,), priority=10)
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+
+def _recover(celery: Celery) -> None:
+    from .runs import recover_and_enqueue
+
+    try:
+        ids = recover_and_enqueue(app=celery)
+    except Exception:  # a database or broker hiccup must not stop the worker
+        log.exception("looking for runs that lost their worker failed")
+        return
+    if ids:
+        log.warning("re-queued runs whose worker stopped heartbeating: %s", ", ".join(map(str, ids)))
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs) -> None:
+    """A pool process must not share its parent's database connections."""
+    from .db import dispose_engines
+
+    dispose_engines(close=False)
+
+
+app = create_celery()

@@ -1,0 +1,144 @@
+"""Database access: engines and sessions from the settings, and the schema through Alembic.
+
+The schema comes only from the migrations in ``migrations/``: ``upgrade()`` brings a database to
+the latest revision (``vmemlab db upgrade`` calls it). Nothing in the application creates tables.
+
+SQLite connections get foreign keys on, WAL journaling (readers do not block the writer: a worker
+writes progress while the API reads it) and a busy timeout instead of "database is locked".
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """A new engine for ``url``; for SQLite files, creates the parent folder and sets the pragmas."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def get_engine(url: Optional[str] = None) -> Engine:
+    """The process's engine for ``url`` (default: the settings' DATABASE_URL), made once."""
+    settings = get_settings()
+    url = url or settings.database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url, echo=settings.sql_echo)
+            _factories[url] = sessionmaker(bind=engine, expire_on_commit=False)
+        return engine
+
+
+def session_factory(url: Optional[str] = None) -> sessionmaker[Session]:
+    url = url or get_settings().database_url
+    get_engine(url)
+    return _factories[url]
+
+
+@contextmanager
+def session_scope(url: Optional[str] = None) -> Iterator[Session]:
+    """A session whose transaction commits when the block ends and rolls back if it raises."""
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines(close: bool = True) -> None:
+    """Drop every pooled connection. After a fork call it with ``close=False``: the child must not
+    use, nor close, the connections it inherited from its parent."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=close)
+        if close:
+            _engines.clear()
+            _factories.clear()
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+def alembic_config(url: Optional[str] = None):
+    """An Alembic Config for ``url`` (default: the settings' DATABASE_URL) and ``migrations/``."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url or get_settings().database_url
+    return config
+
+
+def upgrade(url: Optional[str] = None, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision`` (default: the latest)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: Optional[str], revision: str) -> None:
+    """Migrate the database at ``url`` down to ``revision`` (``"base"``: no tables left)."""
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: Optional[str] = None) -> Optional[str]:
+    """The revision the database at ``url`` is at, or None if it has never been migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url or get_settings().database_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head

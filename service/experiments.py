@@ -1,0 +1,260 @@
+"""Creating experiments: validate a scenario document and its policies, store a snapshot, and make
+one queued run per policy. Used by the API and the CLI; the caller commits, then enqueues.
+
+An experiment document is the scenario format (service.scenario) plus three kinds of references
+to stored resources, resolved before validation:
+
+- ``"host_id": 3`` instead of an inline ``"host"``;
+- a VM ``{"template_id": 5, "name": "web1", ...}``: the template's fields, then the VM's own
+  (so a VM can add a workload and events, or override any setting);
+- a trace phase ``{"kind": "trace", "trace_id": 7}``, or ``"trace": "<stored file name>"``.
+  Only stored traces can be named: a document never reads an arbitrary file of the server.
+
+Policies come from the document's ``"policies"`` or from the ``policies`` argument (which then
+replaces them); none at all means the baseline, ``static``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib.metadata import entry_points
+from typing import Any, Optional, Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .engine import ENGINE_VERSION
+from .models import Experiment, Host, PluginRegistration, Run, RunStatus, Trace, VMTemplate
+from .policies import GROUP, BrokenPolicyError, UnknownPolicyError, load_policy
+from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
+from .sdk import Policy, PolicyParameterError
+from .settings import Settings, get_settings
+
+DEFAULT_POLICY = "static"
+
+
+class IdempotencyConflict(ValueError):
+    """The idempotency key was already used for a different request."""
+
+    def __init__(self, key: str, experiment_id: int):
+        super().__init__(f"idempotency key {key!r} was already used for a different request "
+                         f"(experiment {experiment_id})")
+        self.key = key
+        self.experiment_id = experiment_id
+
+
+def canonical_json(value: Any) -> str:
+    """Stable text of a JSON value: sorted keys, no spaces, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_of(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def fingerprint(scenario: dict[str, Any], policy: str, version: str, params: dict[str, Any]) -> str:
+    """What identifies a simulated configuration: the scenario snapshot without its name and
+    description (they change no result), the policy's name, version and effective parameters."""
+    simulated = {k: v for k, v in scenario.items() if k not in ("name", "description")}
+    return sha256_of({"scenario": simulated, "policy": policy, "version": version, "params": params})
+
+
+def create_experiment(session: Session, document: Any, policies: Optional[Sequence[Any]] = None,
+                      idempotency_key: Optional[str] = None, *,
+                      settings: Optional[Settings] = None) -> Experiment:
+    """Validate ``document`` (see the module docstring) and store it as an experiment with one
+    queued run per policy. Raises ScenarioValidationError (``errors`` maps document paths such as
+    ``vms[0].memory_mb`` or ``policies[1].params.idle_tax_pct`` to messages) with nothing added to
+    the session, or IdempotencyConflict.
+
+    With an ``idempotency_key`` already used for the same request, returns that experiment with
+    ``created`` False; nothing new is stored. The session is flushed (ids are set), not committed.
+    If a concurrent request stores the same key first, the session is rolled back and that
+    experiment returned.
+    """
+    settings = settings or get_settings()
+    request_sha256 = sha256_of({"document": document, "policies": None if policies is None else list(policies)})
+    if idempotency_key is not None:
+        existing = _replay(session, idempotency_key, request_sha256)
+        if existing is not None:
+            return existing
+
+    if not isinstance(document, dict):
+        raise ScenarioValidationError({ROOT: ["an experiment must be a JSON object"]})
+    doc = copy.deepcopy(document)
+    if policies is not None:
+        doc["policies"] = copy.deepcopy(list(policies))
+    host, traces = _resolve_references(session, doc)
+    scenario, chosen = load_scenario(doc, base_dir=settings.trace_dir)
+    if not chosen:
+        chosen = [{"name": DEFAULT_POLICY, "params": {}}]
+    pinned = _check_policies(session, chosen, settings)
+
+    snapshot = scenario_to_dict(scenario)
+    for (i, j), trace in traces.items():      # back to names relative to the trace folder
+        snapshot["vms"][i]["workload"]["phases"][j]["trace"] = trace.path
+    experiment = Experiment(
+        name=scenario.name, description=scenario.description, seed=scenario.seed,
+        duration_s=scenario.duration_s, scenario=snapshot,
+        policies=[{"name": c["name"], "params": c["params"]} for c in chosen],
+        host_id=host.id if host is not None else None, idempotency_key=idempotency_key,
+        request_sha256=request_sha256)
+    for name, version, distribution, params in pinned:
+        experiment.runs.append(Run(
+            host_id=experiment.host_id, status=RunStatus.QUEUED.value, policy_name=name,
+            policy_version=version, plugin_distribution=distribution, params=params,
+            engine_version=ENGINE_VERSION, seed=scenario.seed,
+            fingerprint=fingerprint(snapshot, name, version, params)))
+    used = sorted({t.id: t for t in traces.values()}.values(), key=lambda t: t.id)
+    experiment.traces = list(used)
+    session.add(experiment)
+    try:
+        session.flush()
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        session.rollback()
+        existing = _replay(session, idempotency_key, request_sha256)
+        if existing is None:
+            raise
+        return existing
+    if used:
+        session.execute(update(Trace).where(Trace.id.in_([t.id for t in used]))
+                        .values(ref_count=Trace.ref_count + 1).execution_options(synchronize_session=False))
+        for trace in used:
+            session.expire(trace, ["ref_count"])
+    experiment.created = True
+    return experiment
+
+
+def _replay(session: Session, key: str, request_sha256: str) -> Optional[Experiment]:
+    existing = session.scalar(select(Experiment).where(Experiment.idempotency_key == key))
+    if existing is None:
+        return None
+    if existing.request_sha256 != request_sha256:
+        raise IdempotencyConflict(key, existing.id)
+    existing.created = False
+    return existing
+
+
+# --- references to stored resources ------------------------------------------------------------
+
+def _resolve_references(session: Session, doc: dict) -> tuple[Optional[Host], dict[tuple[int, int], Trace]]:
+    errors: dict[str, list[str]] = {}
+    host = None
+    if "host_id" in doc:
+        host_id = doc.pop("host_id")
+        if "host" in doc:
+            errors["host_id"] = ["give either host or host_id, not both"]
+        elif not _is_id(host_id):
+            errors["host_id"] = ["must be the id of a stored host"]
+        else:
+            host = session.get(Host, host_id)
+            if host is None:
+                errors["host_id"] = [f"no host with id {host_id}"]
+            else:
+                doc["host"] = copy.deepcopy(host.spec)
+
+    traces: dict[tuple[int, int], Trace] = {}
+    vms = doc.get("vms")
+    for i, vm in enumerate(vms if isinstance(vms, list) else []):
+        if isinstance(vm, dict) and "template_id" in vm:
+            template_id = vm.pop("template_id")
+            template = session.get(VMTemplate, template_id) if _is_id(template_id) else None
+            if template is None:
+                errors[f"vms[{i}].template_id"] = [f"no VM template with id {template_id!r}"]
+            else:
+                vm = vms[i] = {**copy.deepcopy(template.spec), **vm}
+        workload = vm.get("workload") if isinstance(vm, dict) else None
+        phases = workload.get("phases") if isinstance(workload, dict) else None
+        for j, phase in enumerate(phases if isinstance(phases, list) else []):
+            if not isinstance(phase, dict):
+                continue
+            where = f"vms[{i}].workload.phases[{j}]"
+            trace = None
+            if "trace_id" in phase:
+                trace_id = phase.pop("trace_id")
+                if phase.get("trace") is not None:
+                    errors[f"{where}.trace_id"] = ["give either trace or trace_id, not both"]
+                    continue
+                trace = session.get(Trace, trace_id) if _is_id(trace_id) else None
+                if trace is None:
+                    errors[f"{where}.trace_id"] = [f"no stored trace with id {trace_id!r}"]
+                    continue
+            elif isinstance(phase.get("trace"), str):
+                trace = session.scalar(select(Trace).where(Trace.path == phase["trace"]))
+                if trace is None:
+                    errors[f"{where}.trace"] = [f"no stored trace {phase['trace']!r}: upload the trace and name it "
+                                                "by trace_id"]
+                    continue
+            if trace is not None:
+                phase["trace"] = trace.path
+                traces[(i, j)] = trace
+    if errors:
+        raise ScenarioValidationError(errors)
+    return host, traces
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# --- policies ----------------------------------------------------------------------------------
+
+def _check_policies(session: Session, chosen: list[dict], settings: Settings
+                    ) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """Each policy installed, enabled and with valid parameters: ``(name, version, distribution,
+    effective params)`` per policy, in order."""
+    errors: dict[str, list[str]] = {}
+    if len(chosen) > settings.max_policies:
+        raise ScenarioValidationError({"policies": [f"at most {settings.max_policies} policies per experiment"]})
+    disabled = set(session.scalars(select(PluginRegistration.name).where(PluginRegistration.enabled.is_(False))))
+    pinned = []
+    seen: dict[str, int] = {}
+    for i, choice in enumerate(chosen):
+        name, params = choice["name"], choice["params"]
+        try:
+            cls = load_policy(name)
+        except (UnknownPolicyError, BrokenPolicyError) as exc:
+            errors[f"policies[{i}].name"] = [str(exc)]
+            continue
+        if name in disabled:
+            errors[f"policies[{i}].name"] = [f"policy {name!r} is disabled in the plugin registry"]
+            continue
+        try:
+            cls.create(params)
+        except PolicyParameterError as exc:
+            for path, messages in flatten_errors(exc.messages, f"policies[{i}].params").items():
+                errors.setdefault(path, []).extend(messages)
+            continue
+        effective = effective_params(cls, params)
+        key = sha256_of({"name": name, "params": effective})
+        if key in seen:
+            errors[f"policies[{i}]"] = [f"same policy and parameters as policies[{seen[key]}]"]
+            continue
+        seen[key] = i
+        pinned.append((name, cls.version, _distribution(cls), effective))
+    if errors:
+        raise ScenarioValidationError(errors)
+    return pinned
+
+
+def effective_params(cls: type[Policy], params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters with every default filled in, as JSON: what the policy will really use."""
+    schema = cls.Params()
+    try:
+        dumped = schema.dump(schema.load(dict(params or {})))
+        json.dumps(dumped, allow_nan=False)
+        return dumped
+    except (TypeError, ValueError):
+        return dict(params or {})
+
+
+def _distribution(cls: type[Policy]) -> str:
+    """The installed distribution whose entry point provides the policy."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == cls.name:
+            return ep.dist.name if ep.dist is not None else ""
+    return ""

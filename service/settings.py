@@ -1,0 +1,174 @@
+"""Every setting of the service, read from the environment in one place.
+
+With nothing set, everything runs on one machine: SQLite for the database, SQLite for the Celery
+broker (kombu's SQLAlchemy transport) and result backend, all under ``./var``. Setting
+``DATABASE_URL`` and ``REDIS_URL`` switches to the full stack (PostgreSQL and Redis); the code is
+the same.
+
+Variables:
+
+``VMEMLAB_DATA_DIR``
+    Folder for everything the embedded default keeps on disk (database, broker, results, traces).
+    Default ``./var``.
+``DATABASE_URL``
+    SQLAlchemy URL of the database. Default ``sqlite:///<data_dir>/vmemlab.db``. ``postgres://``
+    (Heroku style) is accepted and read as ``postgresql://``.
+``REDIS_URL``
+    Redis URL used as Celery broker and result backend. Unset: the broker is
+    ``sqla+sqlite:///<data_dir>/broker.db`` and the result backend ``db+sqlite:///<data_dir>/results.db``.
+``VMEMLAB_TRACE_DIR``
+    Where uploaded traces are stored (by checksum). Default ``<data_dir>/traces``. Every worker
+    must see the same files (a shared volume when workers run on several machines).
+``VMEMLAB_QUEUE``
+    Celery queue the run tasks go to. Default ``vmemlab``.
+``VMEMLAB_MAX_TRACE_BYTES``
+    Largest trace upload accepted. Default 512 MiB.
+``VMEMLAB_MAX_POLICIES``
+    Most policies (hence runs) one experiment may ask for. Default 32.
+``VMEMLAB_MAX_REQUEST_BYTES``
+    Largest JSON request body the API accepts. Default 16 MiB.
+``VMEMLAB_HEARTBEAT_S``
+    How often a running simulation writes its progress and heartbeat and checks for a
+    cancellation request. Default 1.0 s.
+``VMEMLAB_STALE_HEARTBEATS``
+    A run whose heartbeat is older than this many heartbeat intervals is taken to have lost its
+    worker: it is re-queued and another worker finishes it. Default 30 (30 s). It must exceed the
+    wall time of the longest stretch without progress (one epoch, a cold compile of the engine).
+``VMEMLAB_RUN_TIME_LIMIT_S``
+    Soft time limit of one run on a worker; 0 means none. Default 0.
+``VMEMLAB_SQL_ECHO``
+    ``1`` logs every SQL statement. Default off.
+
+Durations are seconds (floats); sizes are bytes (integers, ``_`` separators allowed).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: Optional[str] = None
+    trace_dir: Path = field(default=None)  # type: ignore[assignment]  # filled in by __post_init__
+    queue: str = "vmemlab"
+    max_trace_bytes: int = 512 * 2**20
+    max_policies: int = 32
+    max_request_bytes: int = 16 * 2**20
+    heartbeat_s: float = 1.0
+    stale_heartbeats: int = 30
+    run_time_limit_s: float = 0.0
+    sql_echo: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.trace_dir is None:
+            object.__setattr__(self, "trace_dir", self.data_dir / "traces")
+        else:
+            object.__setattr__(self, "trace_dir", Path(self.trace_dir).expanduser())
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        data_dir = Path(_text(env, "VMEMLAB_DATA_DIR") or "./var").expanduser().resolve()
+        database_url = _text(env, "DATABASE_URL") or f"sqlite:///{data_dir / 'vmemlab.db'}"
+        if database_url.startswith("postgres://"):
+            database_url = "postgresql://" + database_url[len("postgres://"):]
+        trace_dir = _text(env, "VMEMLAB_TRACE_DIR")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=_text(env, "REDIS_URL"),
+            trace_dir=Path(trace_dir).expanduser().resolve() if trace_dir else data_dir / "traces",
+            queue=_text(env, "VMEMLAB_QUEUE") or "vmemlab",
+            max_trace_bytes=_number(env, "VMEMLAB_MAX_TRACE_BYTES", int, 512 * 2**20, low=1),
+            max_policies=_number(env, "VMEMLAB_MAX_POLICIES", int, 32, low=1),
+            max_request_bytes=_number(env, "VMEMLAB_MAX_REQUEST_BYTES", int, 16 * 2**20, low=1024),
+            heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 1.0, low=0.01),
+            stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 30, low=2),
+            run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),
+            sql_echo=_flag(env, "VMEMLAB_SQL_ECHO"),
+        )
+
+    # --- derived -----------------------------------------------------------------------------
+
+    @property
+    def stale_after_s(self) -> float:
+        """A running run whose heartbeat is older than this has lost its worker."""
+        return self.heartbeat_s * self.stale_heartbeats
+
+    @property
+    def recovery_interval_s(self) -> float:
+        """How often each worker looks for runs that lost their worker."""
+        return max(self.stale_after_s / 2.0, 0.1)
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def result_backend(self) -> str:
+        return self.redis_url or f"db+sqlite:///{self.data_dir / 'results.db'}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.redis_url is None
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the embedded default writes to."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.trace_dir.mkdir(parents=True, exist_ok=True)
+
+
+_current: Optional[Settings] = None
+
+
+def get_settings() -> Settings:
+    """The process's settings: read from the environment once, unless replaced by ``use_settings``."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def use_settings(settings: Optional[Settings]) -> None:
+    """Replace the process's settings (tests, the CLI); ``None`` re-reads the environment next time."""
+    global _current
+    _current = settings
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+def _text(env: Mapping[str, str], name: str) -> Optional[str]:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _number(env: Mapping[str, str], name: str, kind: type, default, *, low):
+    text = _text(env, name)
+    if text is None:
+        return default
+    try:
+        value = kind(text.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name}={text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+    if not value >= low or value != value:
+        raise SettingsError(f"{name}={text!r}: must be at least {low}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = (_text(env, name) or "0").lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={text!r}: expected 1/0, true/false, yes/no or on/off")
