@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup run test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/third-party-policy/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# the example third-party policy, installed as a user would install theirs
+	$(BIN)/pip install -q --no-deps -e examples/third-party-policy
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,170 @@
+"""Runs outside the worker: enqueue, cancel, recover runs that lost their worker, read series,
+compare. Plain functions over a session, used by the API, the CLI and the workers."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any, Iterable, Optional, Sequence
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from .db import session_scope
+from .models import METRIC_COLUMNS, Run, RunSeries, RunStatus, utcnow
+from .settings import Settings, get_settings
+
+QUEUED, RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
+CANCELLED, SUCCEEDED = RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value
+
+
+def enqueue(run_ids: Iterable[int], app=None) -> None:
+    """Send one task per run id. Call it after the transaction that created the runs commits,
+    so that a worker never looks for a run that is not there yet."""
+    from .celery_app import RUN_TASK
+
+    if app is None:
+        from .celery_app import app
+    for run_id in run_ids:
+        app.send_task(RUN_TASK, args=[int(run_id)])
+
+
+def request_cancel(session: Session, run_id: int) -> Optional[Run]:
+    """Cancel a run: a queued one at once, a running one at the worker's next check (within about
+    a heartbeat interval). A finished run is left as it is. Returns the run (refreshed), or None
+    if there is no such run. The caller commits."""
+    now = utcnow()
+    done = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == QUEUED)
+        .values(status=CANCELLED, cancel_requested=True, finished_at=now)
+        .execution_options(synchronize_session=False))
+    if not done.rowcount:
+        session.execute(
+            update(Run).where(Run.id == run_id, Run.status == RUNNING)
+            .values(cancel_requested=True).execution_options(synchronize_session=False))
+    run = session.get(Run, run_id)
+    if run is not None:
+        session.refresh(run)
+    return run
+
+
+def recover_stale_runs(session: Session, settings: Optional[Settings] = None,
+                       now: Optional[dt.datetime] = None) -> list[int]:
+    """Runs marked running whose heartbeat is older than ``settings.stale_after_s`` lost their
+    worker: each goes back to queued (or to cancelled, if a cancellation was asked for) and its id
+    is returned, to be enqueued after the caller commits. Each transition is a conditional
+    update, so when several workers sweep at once each run is re-queued once."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.stale_after_s)
+    stale = (Run.status == RUNNING, or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)))
+    requeued = []
+    for run_id in session.scalars(select(Run.id).where(*stale).order_by(Run.id)).all():
+        cancelled = session.execute(
+            update(Run).where(Run.id == run_id, Run.cancel_requested.is_(True), *stale)
+            .values(status=CANCELLED, finished_at=now).execution_options(synchronize_session=False))
+        if cancelled.rowcount:
+            continue
+        queued = session.execute(
+            update(Run).where(Run.id == run_id, *stale)
+            .values(status=QUEUED, progress=0.0).execution_options(synchronize_session=False))
+        if queued.rowcount:
+            requeued.append(run_id)
+    return requeued
+
+
+def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[int]:
+    """``recover_stale_runs`` in its own transaction, then enqueue what it re-queued."""
+    with session_scope() as session:
+        ids = recover_stale_runs(session, settings)
+    if ids:
+        enqueue(ids, app=app)
+    return ids
+
+
+def run_series(session: Session, run_id: int) -> Optional[dict[str, Any]]:
+    """A succeeded run's per-epoch series (service.engine's ``RunResult.series``), or None."""
+    row = session.get(RunSeries, run_id)
+    return row.unpack() if row is not None else None
+
+
+def run_events(session: Session, run_id: int) -> Optional[list[dict[str, Any]]]:
+    """A succeeded run's event log (VM starts, refusals, OOMs...), or None."""
+    row = session.get(RunSeries, run_id)
+    return list(row.events) if row is not None else None
+
+
+# --- comparisons -------------------------------------------------------------------------------
+
+def compare(runs: Sequence[Run], baseline_policy: str = "static",
+            baseline_run_id: Optional[int] = None) -> dict[str, Any]:
+    """Runs side by side, with deltas against a baseline run.
+
+    The baseline is ``baseline_run_id`` if given, else the first succeeded run of
+    ``baseline_policy``; with none, deltas are None. For each run: its identity (policy, versions,
+    seed, fingerprint, experiment), the metric columns, ``deltas`` (run minus baseline) and
+    ``ratios`` (run / baseline) of every metric both have, and per VM (matched by name) the
+    slowdown, state and the slowdown's delta and ratio against the same VM in the baseline.
+    """
+    baseline = None
+    if baseline_run_id is not None:
+        baseline = next((r for r in runs if r.id == baseline_run_id), None)
+        if baseline is None:
+            raise ValueError(f"baseline run {baseline_run_id} is not among the runs compared")
+    else:
+        baseline = next((r for r in runs if r.policy_name == baseline_policy and r.status == SUCCEEDED), None)
+    base_metrics = baseline.metrics if baseline is not None and baseline.status == SUCCEEDED else None
+    base_vms = _vm_slowdowns(baseline) if base_metrics is not None else {}
+
+    rows = []
+    for run in runs:
+        metrics = run.metrics if run.status == SUCCEEDED else {name: None for name in METRIC_COLUMNS}
+        vms = {}
+        for name, (slowdown, state) in _vm_slowdowns(run).items():
+            base = base_vms.get(name, (None, None))[0]
+            vms[name] = {"slowdown": slowdown, "state": state,
+                         "slowdown_delta": _delta(slowdown, base), "slowdown_ratio": _ratio(slowdown, base)}
+        rows.append({
+            "run_id": run.id,
+            "experiment_id": run.experiment_id,
+            "policy": run.policy_name,
+            "policy_version": run.policy_version,
+            "engine_version": run.engine_version,
+            "params": run.params,
+            "seed": run.seed,
+            "fingerprint": run.fingerprint,
+            "status": run.status,
+            "is_baseline": baseline is not None and run.id == baseline.id,
+            "metrics": metrics,
+            "deltas": {k: _delta(v, base_metrics.get(k)) if base_metrics else None for k, v in metrics.items()},
+            "ratios": {k: _ratio(v, base_metrics.get(k)) if base_metrics else None for k, v in metrics.items()},
+            "vms": vms,
+        })
+    return {
+        "baseline": None if baseline is None else {"run_id": baseline.id, "policy": baseline.policy_name,
+                                                   "status": baseline.status},
+        "metrics": list(METRIC_COLUMNS),
+        "same_configuration": len({(r.fingerprint, r.engine_version) for r in runs}) <= 1,
+        "runs": rows,
+    }
+
+
+def _vm_slowdowns(run: Optional[Run]) -> dict[str, tuple[Optional[float], Optional[str]]]:
+    if run is None or run.status != SUCCEEDED or not run.summary:
+        return {}
+    return {vm["name"]: (vm.get("slowdown"), vm.get("state")) for vm in run.summary.get("vms", [])}
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _delta(value: Any, base: Any) -> Optional[float]:
+    a, b = _number(value), _number(base)
+    return None if a is None or b is None else a - b
+
+
+def _ratio(value: Any, base: Any) -> Optional[float]:
+    a, b = _number(value), _number(base)
+    return None if a is None or b is None or b == 0 else a / b
