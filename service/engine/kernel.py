@@ -208,36 +208,41 @@ def lru_push_front(st, v, fb, f):
     st.vm_i[v, I_LRU_HEAD] = f
 
 
+@jit(inline="always")
+def stack_push(st, v, fb, f, head, count, marker):
+    """The guest's free list and the balloon's list are stacks chained through lru_next."""
+    st.frame_page[fb + f] = marker
+    st.lru_next[fb + f] = st.vm_i[v, head]
+    st.vm_i[v, head] = f
+    st.vm_i[v, count] += 1
+
+
+@jit(inline="always")
+def stack_pop(st, v, fb, head, count):
+    f = st.vm_i[v, head]
+    st.vm_i[v, head] = st.lru_next[fb + f]
+    st.vm_i[v, count] -= 1
+    return f
+
+
 @jit
 def free_push(st, v, fb, f):
-    st.frame_page[fb + f] = FREE
-    st.lru_next[fb + f] = st.vm_i[v, I_FREE_HEAD]
-    st.vm_i[v, I_FREE_HEAD] = f
-    st.vm_i[v, I_NFREE] += 1
+    stack_push(st, v, fb, f, I_FREE_HEAD, I_NFREE, FREE)
 
 
 @jit
 def free_pop(st, v, fb):
-    f = st.vm_i[v, I_FREE_HEAD]
-    st.vm_i[v, I_FREE_HEAD] = st.lru_next[fb + f]
-    st.vm_i[v, I_NFREE] -= 1
-    return f
+    return stack_pop(st, v, fb, I_FREE_HEAD, I_NFREE)
 
 
 @jit
 def balloon_push(st, v, fb, f):
-    st.frame_page[fb + f] = BALLOONED
-    st.lru_next[fb + f] = st.vm_i[v, I_BALLOON_HEAD]
-    st.vm_i[v, I_BALLOON_HEAD] = f
-    st.vm_i[v, I_NBALLOON] += 1
+    stack_push(st, v, fb, f, I_BALLOON_HEAD, I_NBALLOON, BALLOONED)
 
 
 @jit
 def balloon_pop(st, v, fb):
-    f = st.vm_i[v, I_BALLOON_HEAD]
-    st.vm_i[v, I_BALLOON_HEAD] = st.lru_next[fb + f]
-    st.vm_i[v, I_NBALLOON] -= 1
-    return f
+    return stack_pop(st, v, fb, I_BALLOON_HEAD, I_NBALLOON)
 
 
 @jit
