@@ -48,7 +48,6 @@ def create_celery(settings: Settings | None = None) -> Celery:
         # Redis hands an unacknowledged message to another worker after this long; the run row
         # turns such a duplicate into a no-op, so it only needs to be longer than most runs.
         celery.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
-        celery.conf.result_backend_transport_options = {"visibility_timeout": 6 * 3600}
     celery.steps["worker"].add(RunRecovery)
     return celery
 

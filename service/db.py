@@ -8,6 +8,7 @@ writes progress while the API reads it) and a busy timeout instead of "database 
 """
 from __future__ import annotations
 
+import importlib.util
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +28,18 @@ _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` without a driver means psycopg (3) to SQLAlchemy 2.1; the project ships
+    psycopg2, so use it unless psycopg is installed."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """A new engine for ``url``; for SQLite files, creates the parent folder and sets the pragmas."""
-    parsed = make_url(url)
+    parsed = make_url(normalize_url(url))
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -38,7 +48,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     else:
         kwargs["pool_pre_ping"] = True
-    engine = create_engine(url, **kwargs)
+    engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -129,6 +129,18 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     return experiment
 
 
+def delete_experiment(session: Session, experiment: Experiment) -> None:
+    """Delete an experiment with its runs and their series, and release its traces. Runs still
+    queued or running are cancelled first by the caller (request_cancel); a worker that finds its
+    run gone stops at its next heartbeat without writing anything."""
+    trace_ids = [t.id for t in experiment.traces]
+    if trace_ids:
+        session.execute(update(Trace).where(Trace.id.in_(trace_ids))
+                        .values(ref_count=Trace.ref_count - 1).execution_options(synchronize_session=False))
+    session.delete(experiment)
+    session.flush()
+
+
 def _replay(session: Session, key: str, request_sha256: str) -> Optional[Experiment]:
     existing = session.scalar(select(Experiment).where(Experiment.idempotency_key == key))
     if existing is None:

@@ -17,15 +17,14 @@ QUEUED, RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
 CANCELLED, SUCCEEDED = RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value
 
 
-def enqueue(run_ids: Iterable[int], app=None) -> None:
-    """Send one task per run id. Call it after the transaction that created the runs commits,
-    so that a worker never looks for a run that is not there yet."""
+def enqueue(run_ids: Iterable[int], app=None) -> list[str]:
+    """Send one task per run id; return the Celery task ids. Call it after the transaction that
+    created the runs commits, so that a worker never looks for a run that is not there yet."""
     from .celery_app import RUN_TASK
 
     if app is None:
         from .celery_app import app
-    for run_id in run_ids:
-        app.send_task(RUN_TASK, args=[int(run_id)])
+    return [app.send_task(RUN_TASK, args=[int(run_id)]).id for run_id in run_ids]
 
 
 def request_cancel(session: Session, run_id: int) -> Optional[Run]:

@@ -29,11 +29,12 @@ Variables:
     Largest JSON request body the API accepts. Default 16 MiB.
 ``VMEMLAB_HEARTBEAT_S``
     How often a running simulation writes its progress and heartbeat and checks for a
-    cancellation request. Default 1.0 s.
+    cancellation request. Default 0.5 s.
 ``VMEMLAB_STALE_HEARTBEATS``
     A run whose heartbeat is older than this many heartbeat intervals is taken to have lost its
-    worker: it is re-queued and another worker finishes it. Default 30 (30 s). It must exceed the
-    wall time of the longest stretch without progress (one epoch, a cold compile of the engine).
+    worker: it is re-queued and another worker finishes it. Default 60 (30 s with the default
+    heartbeat). It must exceed the wall time of the longest stretch without progress: one epoch,
+    or the first compile of the engine on a fresh machine (about 10 s).
 ``VMEMLAB_RUN_TIME_LIMIT_S``
     Soft time limit of one run on a worker; 0 means none. Default 0.
 ``VMEMLAB_SQL_ECHO``
@@ -63,8 +64,8 @@ class Settings:
     max_trace_bytes: int = 512 * 2**20
     max_policies: int = 32
     max_request_bytes: int = 16 * 2**20
-    heartbeat_s: float = 1.0
-    stale_heartbeats: int = 30
+    heartbeat_s: float = 0.5
+    stale_heartbeats: int = 60
     run_time_limit_s: float = 0.0
     sql_echo: bool = False
 
@@ -92,8 +93,8 @@ class Settings:
             max_trace_bytes=_number(env, "VMEMLAB_MAX_TRACE_BYTES", int, 512 * 2**20, low=1),
             max_policies=_number(env, "VMEMLAB_MAX_POLICIES", int, 32, low=1),
             max_request_bytes=_number(env, "VMEMLAB_MAX_REQUEST_BYTES", int, 16 * 2**20, low=1024),
-            heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 1.0, low=0.01),
-            stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 30, low=2),
+            heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
+            stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 60, low=2),
             run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),
             sql_echo=_flag(env, "VMEMLAB_SQL_ECHO"),
         )
