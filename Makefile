@@ -1,10 +1,12 @@
-# Two entry points for a new machine: `make run` (set up, simulate the seed scenario) and `make test`.
+# Two entry points for a new machine: `make run` (set up, start the service, submit the seed scenario
+# over HTTP, print the comparison, serve until Ctrl-C) and `make test`.
 PYTHON ?= python3
+PORT   ?= 8000
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run compare test bench bench-api clean
 
 $(STAMP): pyproject.toml examples/third-party-policy/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +18,12 @@ $(STAMP): pyproject.toml examples/third-party-policy/pyproject.toml
 
 setup: $(STAMP)
 
+# the service on the embedded default (SQLite + embedded broker in ./var), the seed submitted over HTTP
 run: $(STAMP)
+	$(BIN)/vmemlab up --port $(PORT) --submit scenarios/seed.json
+
+# the same comparison offline, in this process, without the service
+compare: $(STAMP)
 	$(BIN)/vmemlab simulate scenarios/seed.json
 
 test: $(STAMP)
@@ -24,6 +31,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -24,12 +24,16 @@ class TraceUploadError(ValueError):
     """An upload that is not a usable trace, or too large."""
 
 
+class TraceTooLarge(TraceUploadError):
+    """An upload over ``settings.max_trace_bytes``."""
+
+
 def store_trace(session: Session, name: str, data: Union[bytes, IO[bytes]],
                 settings: Optional[Settings] = None) -> Trace:
     """Store an uploaded trace under the trace folder, named by its SHA-256, and record its
     checksum, size, format, length and footprint. The same content uploaded twice is stored once:
     the existing row is returned. Raises TraceUploadError for a file over
-    ``settings.max_trace_bytes`` or one ``service.engine.traces.load_trace`` cannot read."""
+    ``settings.max_trace_bytes`` (TraceTooLarge) or one ``service.engine.traces.load_trace`` cannot read."""
     settings = settings or get_settings()
     settings.trace_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -40,7 +44,7 @@ def store_trace(session: Session, name: str, data: Union[bytes, IO[bytes]],
             for chunk in _chunks(data):
                 size += len(chunk)
                 if size > settings.max_trace_bytes:
-                    raise TraceUploadError(f"trace is larger than the limit of {settings.max_trace_bytes} bytes")
+                    raise TraceTooLarge(f"trace is larger than the limit of {settings.max_trace_bytes} bytes")
                 digest.update(chunk)
                 out.write(chunk)
         sha = digest.hexdigest()

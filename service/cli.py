@@ -1,5 +1,7 @@
 """The ``vmemlab`` command line: simulate a scenario under one or more policies, compute miss
-counts of a recorded trace, list installed policies.
+counts of a recorded trace, list installed policies; and run the service: migrate its database
+(``db upgrade``), serve the API (``serve``), run a Celery worker (``worker``), both together on
+one machine (``up``), and submit a scenario to a running service over HTTP (``submit``).
 
 User mistakes (a bad scenario, an unknown policy, a malformed trace, a missing file) are printed
 as ``error: ...`` lines on stderr with exit status 2, never as a traceback.
@@ -10,8 +12,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from .engine import ScenarioError, simulate
@@ -21,6 +26,7 @@ from .engine.traces import TraceError, load_trace, trace_stats
 from .policies import BrokenPolicyError, UnknownPolicyError, installed_policies, load_policy
 from .scenario import ScenarioValidationError, flatten_errors, load_scenario_file
 from .sdk import Policy, PolicyParameterError
+from .settings import SettingsError
 
 EXIT_USAGE = 2
 DEFAULT_POLICY = "static"
@@ -392,6 +398,396 @@ def _param_range(param: dict) -> str:
     return f"{'' if low is None else low}..{'' if high is None else high}"
 
 
+# --- the service: db upgrade, serve, worker, up, submit ----------------------------------------
+
+def _settings():
+    from .settings import get_settings
+
+    return get_settings()      # raises SettingsError (a user error) for a bad variable
+
+
+def _display_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:          # not a URL SQLAlchemy parses: show it as it is
+        return url
+
+
+def upgrade_database(out: TextIO, prefix: str = "") -> None:
+    """Bring the settings' database to the latest migration and say what happened."""
+    from . import db
+
+    settings = _settings()
+    if settings.embedded_broker or settings.database_url.startswith("sqlite"):
+        settings.ensure_dirs()
+    try:
+        before = db.current_revision()
+        db.upgrade()
+        after = db.current_revision()
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            raise UsageError(f"database {_display_url(settings.database_url)}: cannot migrate: "
+                             f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}") from None
+        raise
+    change = "already at the latest revision" if before == after else f"migrated from {before or 'empty'}"
+    out.write(f"{prefix}database {_display_url(settings.database_url)} at revision {after} ({change})\n")
+    out.flush()
+
+
+def command_db_upgrade(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    upgrade_database(out)
+    return 0
+
+
+def _require_api() -> None:
+    from .serving import api_available
+
+    if not api_available():
+        raise UsageError("the API is not installed: service/app.py (create_app) is missing")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port something else listens on, before starting anything."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                             "(is another server running? choose another --port)") from None
+
+
+def command_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .serving import default_web_workers, gunicorn_options, load_app, run_gunicorn
+
+    _require_api()
+    _settings()
+    if not args.no_upgrade:
+        upgrade_database(out)
+    _check_port(args.host, args.port)
+    options = gunicorn_options(args.host, args.port, args.workers or default_web_workers(), args.threads,
+                               args.access_log)
+    options["loglevel"] = args.loglevel
+    out.flush()
+    run_gunicorn(options, load_app)
+    return 0
+
+
+def command_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .serving import celery_worker_argv
+
+    settings = _settings()
+    if settings.embedded_broker:
+        settings.ensure_dirs()
+    argv = celery_worker_argv(args.concurrency, args.loglevel, args.hostname, args.queues, args.quiet,
+                              embedded=settings.embedded_broker)
+    out.flush()
+    err.flush()
+    os.execv(argv[0], argv)     # Celery itself gets the signals from here on
+    return 0                    # not reached (tests replace os.execv)
+
+
+def _local_url(host: str, port: int) -> str:
+    """The URL to reach a server listening on ``host`` from this machine."""
+    if host in ("0.0.0.0", "", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .client import Client
+    from .serving import Supervisor, celery_worker_argv
+
+    _require_api()
+    settings = _settings()
+    documents = [(path, _submission(path, args.policy or [], args.param or [])) for path in args.submit or []]
+    _check_port(args.host, args.port)
+    upgrade_database(out, prefix="vmemlab up: ")
+    settings.ensure_dirs()
+
+    env = dict(os.environ, VMEMLAB_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
+    me = [sys.executable, "-m", "service.cli"]
+    quiet = args.loglevel.lower() in ("warning", "error", "critical")
+    supervisor = Supervisor(out, env=env)
+    supervisor.install_signal_handlers()
+    try:
+        worker = supervisor.start("worker", celery_worker_argv(args.concurrency, args.loglevel, quiet=quiet,
+                                                               embedded=settings.embedded_broker))
+        api = supervisor.start("api", me + [
+            "serve", "--host", args.host, "--port", str(args.port), "--no-upgrade", "--loglevel", args.loglevel,
+            "--threads", str(args.threads)] + (["--workers", str(args.workers)] if args.workers else []))
+        client = Client(_local_url(args.host, args.port))
+        try:
+            client.wait_until_up(timeout=args.start_timeout, alive=lambda: supervisor.all_alive()
+                                 and not supervisor.stopping)
+        except Exception as exc:
+            if not supervisor.stopping:
+                supervisor.stop("the API did not start")
+                for line in getattr(exc, "lines", [str(exc)]):
+                    err.write(f"error: {line}\n")
+            supervisor.wait()
+            return 1
+        broker = ("embedded (SQLite in " + str(settings.data_dir) + ")" if settings.embedded_broker
+                  else _display_url(settings.broker_url))
+        out.write(
+            f"vmemlab up: API     {client.api_url('')}  (health {client.api_url('/health')}, pid {api.pid})\n"
+            + (f"vmemlab up: docs    {client.api_url('/docs')}  (OpenAPI {client.api_url('/openapi.json')})\n"
+               if getattr(settings, "docs_ui_url", None) else "")
+            + f"vmemlab up: worker  Celery, broker {broker} (pid {worker.pid})\n"
+            f"vmemlab up: submit  vmemlab submit SCENARIO.json --url {client.base_url} --wait\n"
+            "vmemlab up: Ctrl-C stops both\n")
+        out.flush()
+        status = 0
+        for path, document in documents:
+            if supervisor.stopping:
+                break
+            out.write(f"\nvmemlab up: submitting {path}\n")
+            out.flush()
+            try:
+                code = submit_document(client, document, out, err, wait=True, quiet=args.quiet,
+                                       should_stop=lambda: supervisor.stopping or supervisor.check() is not None)
+            except Exception as exc:
+                from .client import APIError
+
+                if not isinstance(exc, APIError):
+                    raise
+                for line in exc.lines:
+                    err.write(f"error: {line}\n")
+                code = EXIT_USAGE if exc.client_error else 1
+            status = status or code
+        if not supervisor.stopping:
+            out.write(f"\nvmemlab up: serving at {client.base_url} until stopped (Ctrl-C)\n")
+            out.flush()
+        code = supervisor.wait()
+        return code or (status if args.exit_status else 0)
+    finally:
+        for child in supervisor.children:      # never leave a child behind on an error here
+            if child.alive():
+                child.send(15)
+                try:
+                    child.process.wait(timeout=30)
+                except Exception:
+                    child.send(9)
+        supervisor.restore_signal_handlers()
+
+
+def _read_document(path: str) -> dict:
+    """The JSON of a scenario file, with the file-level mistakes as ``error:`` lines; the server
+    validates the rest (it also knows the stored hosts, templates and traces a document names)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(document, dict):
+        raise UsageError(f"{path}: a scenario must be a JSON object")
+    return document
+
+
+def _submission(path: str, cli_policies: Sequence[str], params: Sequence[str]) -> dict:
+    """The document to POST: the file, with its policies replaced by ``--policy`` (and their
+    parameters set by ``--param``) when given."""
+    document = _read_document(path)
+    overrides = parse_param_overrides(params)
+    if cli_policies or overrides:
+        listed = document.get("policies") if isinstance(document.get("policies"), list) else []
+        listed = [p for p in listed if isinstance(p, dict) and "name" in p]
+        document["policies"] = choose_policies(cli_policies, listed, overrides)
+    return document
+
+
+def command_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .client import Client
+
+    document = _submission(args.scenario, args.policy or [], args.param or [])
+    try:
+        client = Client(args.url)
+    except ValueError as exc:
+        raise UsageError(f"--url: {exc}") from None
+    try:
+        return submit_document(client, document, out, err, wait=args.wait, quiet=args.quiet,
+                               timeout_s=args.timeout, json_output=args.json, poll_s=args.poll)
+    except KeyboardInterrupt:
+        err.write("\nstopped waiting; the runs go on on the server\n")
+        return 130
+
+
+def submit_document(client: Any, document: dict, out: TextIO, err: TextIO, *, wait: bool,
+                    quiet: bool = False, timeout_s: float | None = None, json_output: bool = False,
+                    poll_s: float = 0.5, should_stop: Callable[[], bool] | None = None) -> int:
+    """POST the document as an experiment; with ``wait``, follow its runs to the end and print
+    the comparison of their summaries. 0 if every run succeeded (or not waiting), 1 if not."""
+    experiment = client.create_experiment(document)
+    from .client import run_ids
+
+    experiment_id = int(experiment["id"])
+    runs = experiment.get("runs") or []
+    ids = run_ids(experiment)
+    names = {int(r["id"]): _run_policy(r) for r in runs if isinstance(r, dict)}
+    report = client.report_url(experiment_id)
+    listing = ", ".join(f"{names.get(i, '?')} (run {i})" for i in ids)
+    out.write(f"experiment {experiment_id}: {len(ids)} run{'s' if len(ids) != 1 else ''}: {listing}\n")
+    out.flush()
+    if not wait:
+        out.write(f"report: {report}\n")
+        return 0
+
+    progress = RunsProgress(ids, names, err, enabled=not quiet)
+    final: dict[int, dict] = {}
+    started = time.monotonic()
+    while len(final) < len(ids):
+        for run_id in ids:
+            if run_id in final:
+                continue
+            run = client.run(run_id)
+            names.setdefault(run_id, _run_policy(run))
+            progress.update(run_id, run)
+            if run.get("status") in FINISHED_STATUSES:
+                final[run_id] = run
+        if len(final) == len(ids):
+            break
+        if should_stop is not None and should_stop():
+            progress.end()
+            err.write(f"stopped waiting for experiment {experiment_id}; report: {report}\n")
+            return 1
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            progress.end()
+            err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
+            return 1
+        time.sleep(poll_s)
+    progress.end()
+
+    ordered = [final[i] for i in ids]
+    summaries = [r["summary"] for r in ordered if r.get("status") == "succeeded" and r.get("summary")]
+    if json_output:
+        out.write(json.dumps(summaries, indent=2) + "\n")
+    elif summaries:
+        out.write("\n" + format_simulation(summaries, _title(document, experiment)))
+    problems = [r for r in ordered if r.get("status") != "succeeded"]
+    for run in problems:
+        reason = run.get("error") or run.get("status")
+        err.write(f"error: run {run.get('id')} ({names.get(int(run.get('id', 0)), '?')}) {run.get('status')}: {reason}\n")
+    out.write(f"\nreport: {report}\n")
+    out.flush()
+    return 1 if problems else 0
+
+
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def _run_policy(run: dict) -> str:
+    policy = run.get("policy", run.get("policy_name"))
+    if isinstance(policy, dict):
+        policy = policy.get("name")
+    return str(policy) if policy else "?"
+
+
+def _title(document: dict, experiment: dict) -> str | None:
+    """``Scenario 'seed': 2 VMs on a 6,144 MB host, 120 s simulated, seed 42`` from what the
+    server stored (its snapshot), else from the document."""
+    snapshot = experiment.get("scenario") if isinstance(experiment.get("scenario"), dict) else document
+    name = experiment.get("name") or snapshot.get("name") or document.get("name")
+    vms = snapshot.get("vms") if isinstance(snapshot.get("vms"), list) else document.get("vms") or []
+    host = snapshot.get("host") if isinstance(snapshot.get("host"), dict) else {}
+    parts = [f"{len(vms)} VM{'s' if len(vms) != 1 else ''}" + (f" on a {host['memory_mb']:,} MB host"
+                                                               if isinstance(host.get("memory_mb"), int) else "")]
+    duration = experiment.get("duration_s", snapshot.get("duration_s"))
+    if isinstance(duration, (int, float)):
+        parts.append(f"{duration:g} s simulated")
+    seed = experiment.get("seed", snapshot.get("seed"))
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return f"Scenario {name!r}: " + ", ".join(parts) + f" (experiment {experiment.get('id')})"
+
+
+class RunsProgress:
+    """The progress of several runs on stderr: one line rewritten in place on a terminal
+    (``[static done] [esx  42%] [kvm queued]``); on a pipe, a line per run at each 10% and when
+    it finishes."""
+
+    def __init__(self, ids: Sequence[int], names: dict[int, str], stream: TextIO, enabled: bool = True):
+        self.ids, self.names, self.stream, self.enabled = list(ids), names, stream, enabled
+        self.state: dict[int, tuple[str, int]] = {i: ("queued", 0) for i in ids}
+        self.shown: dict[int, tuple[str, int]] = {}
+        self.started: dict[int, float] = {}
+        isatty = getattr(stream, "isatty", None)
+        self.interactive = bool(isatty and isatty())
+        self.dirty = False
+
+    def update(self, run_id: int, run: dict) -> None:
+        status = str(run.get("status") or "?")
+        try:
+            percent = int(min(max(float(run.get("progress") or 0.0), 0.0), 1.0) * 100)
+        except (TypeError, ValueError):
+            percent = 0
+        if status == "running":
+            self.started.setdefault(run_id, time.monotonic())
+        self.state[run_id] = (status, percent)
+        if not self.enabled:
+            return
+        if self.interactive:
+            cells = [self._cell(i) for i in self.ids]
+            self.stream.write("\r" + " ".join(cells) + "\x1b[K")
+            self.stream.flush()
+            self.dirty = True
+            return
+        before = self.shown.get(run_id)
+        label = self.names.get(run_id, str(run_id))
+        if status in FINISHED_STATUSES:
+            if before is None or before[0] != status:
+                took = self._took(run_id, run)
+                self.stream.write(f"[{label}] {status}{took}\n")
+        elif status == "running":
+            if before is None or before[0] != "running" or percent >= before[1] + 10:
+                self.stream.write(f"[{label}] {percent:3d}%\n")
+            else:
+                return
+        elif before is None or before[0] != status:
+            self.stream.write(f"[{label}] {status}\n")
+        else:
+            return
+        self.shown[run_id] = (status, percent)
+        self.stream.flush()
+
+    def _cell(self, run_id: int) -> str:
+        status, percent = self.state[run_id]
+        label = self.names.get(run_id, str(run_id))
+        if status == "running":
+            return f"[{label} {percent:3d}%]"
+        if status == "succeeded":
+            return f"[{label} done]"
+        return f"[{label} {status}]"
+
+    def _took(self, run_id: int, run: dict) -> str:
+        wall = run.get("wall_s")
+        if isinstance(wall, (int, float)):
+            return f" in {wall:.1f} s"
+        if run_id in self.started:
+            return f" in {time.monotonic() - self.started[run_id]:.1f} s"
+        return ""
+
+    def end(self) -> None:
+        if self.enabled and self.interactive and self.dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.dirty = False
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,13 +822,119 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed policies and their parameters")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(run=command_plugins)
+
+    add_service_commands(commands)
     return parser
+
+
+def add_service_commands(commands: Any) -> None:
+    from .client import DEFAULT_URL
+
+    dbp = commands.add_parser("db", help="database maintenance (migrations)",
+                              description="Maintain the database named by DATABASE_URL (default: SQLite "
+                                          "in VMEMLAB_DATA_DIR).")
+    db_commands = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="migrate the database to the latest revision (Alembic head)")
+    upgrade.set_defaults(run=command_db_upgrade)
+
+    def web_options(p: argparse.ArgumentParser, loglevel: str) -> None:
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
+                                                           "0.0.0.0 for every interface)")
+        p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+        p.add_argument("--workers", type=_positive_int, default=None,
+                       help="API worker processes (default: 2 per core, 2 to 8)")
+        p.add_argument("--threads", type=_positive_int, default=4, help="threads per API worker process (default 4)")
+        p.add_argument("--loglevel", default=loglevel, type=str.lower, choices=LOG_LEVELS,
+                       help=f"log level (default {loglevel})")
+
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API (gunicorn), after migrating the database",
+        description="Migrate the database to the latest revision, then serve the API with gunicorn "
+                    "(gthread workers). Stop with SIGTERM or Ctrl-C.")
+    web_options(serve, "info")
+    serve.add_argument("--no-upgrade", action="store_true", help="do not migrate the database first")
+    serve.add_argument("--access-log", action="store_true", help="log every request on stdout")
+    serve.set_defaults(run=command_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker that simulates queued runs",
+        description="Run a Celery worker for service.celery_app (the broker is REDIS_URL, else the "
+                    "embedded SQLite broker in VMEMLAB_DATA_DIR). It replaces this process.")
+    worker.add_argument("--concurrency", type=_positive_int, default=None,
+                        help="simulations at once, one process each (default: one per core)")
+    worker.add_argument("--loglevel", default="info", type=str.lower, choices=LOG_LEVELS)
+    worker.add_argument("--hostname", default=None, help="Celery node name, e.g. sim1@%%h (default celery@%%h)")
+    worker.add_argument("--queues", default=None, help="queues to consume, comma-separated (default: VMEMLAB_QUEUE)")
+    worker.add_argument("--quiet", action="store_true", help="no start-up banner")
+    worker.set_defaults(run=command_worker)
+
+    up = commands.add_parser(
+        "up", help="the whole service on this machine: migrate, start the API and a worker",
+        description="Migrate the database, start the API and a Celery worker as child processes, "
+                    "print their URLs, optionally submit scenarios and print their comparison, and "
+                    "serve until stopped (Ctrl-C or SIGTERM stops both). With no configuration it "
+                    "uses SQLite and an embedded broker in VMEMLAB_DATA_DIR (default ./var).")
+    web_options(up, "warning")
+    up.add_argument("--concurrency", type=_positive_int, default=None,
+                    help="the worker's simulations at once (default: one per core)")
+    up.add_argument("--submit", action="append", metavar="SCENARIO.json",
+                    help="once the service answers, submit this scenario, wait for its runs and print "
+                         "the comparison; repeat for several")
+    up.add_argument("--policy", action="append", metavar="NAME",
+                    help="with --submit: policy to run instead of the scenario's list; repeat for several")
+    up.add_argument("--param", action="append", metavar="NAME.KEY=VALUE", help="with --submit: set a policy parameter")
+    up.add_argument("--quiet", action="store_true", help="no run progress on stderr")
+    up.add_argument("--start-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
+    up.add_argument("--exit-status", action="store_true", help=argparse.SUPPRESS)
+    up.set_defaults(run=command_up)
+
+    submit = commands.add_parser(
+        "submit", help="submit a scenario to a running service over HTTP",
+        description="POST a scenario to the API as an experiment (one run per policy). With --wait, "
+                    "show the runs' progress, then print their comparison; always prints the report URL.")
+    submit.add_argument("scenario", metavar="SCENARIO.json")
+    submit.add_argument("--url", default=os.environ.get("VMEMLAB_URL") or DEFAULT_URL,
+                        help=f"the service (default $VMEMLAB_URL or {DEFAULT_URL})")
+    submit.add_argument("--policy", action="append", metavar="NAME",
+                        help="policy to run instead of the scenario's list; repeat to compare several")
+    submit.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
+                        help="set a policy parameter (VALUE is read as JSON if it parses)")
+    submit.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
+    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --wait: give up waiting after this long (the runs go on)")
+    submit.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
+    submit.add_argument("--json", action="store_true", help="with --wait: print the run summaries as JSON")
+    submit.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    submit.set_defaults(run=command_submit)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1 to 65535)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
 
 
 # ScenarioError and TraceError can also come from inside a run (a scenario built past the schema,
 # a trace file that changed since the scenario was checked): still the user's input, no traceback.
 USER_ERRORS = (UsageError, ScenarioValidationError, ScenarioError, TraceError, UnknownPolicyError,
-               BrokenPolicyError, PolicyParameterError)
+               BrokenPolicyError, PolicyParameterError, SettingsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,12 +946,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from .client import APIError
+
     try:
         return args.run(args, sys.stdout, sys.stderr)
     except USER_ERRORS as exc:
         for line in _error_lines(exc):
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
+    except APIError as exc:            # the server's answer: 4xx is the request's mistake
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE if exc.client_error else 1
 
 
 def _error_lines(exc: Exception) -> list[str]:

@@ -86,7 +86,7 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     doc = copy.deepcopy(document)
     if policies is not None:
         doc["policies"] = copy.deepcopy(list(policies))
-    host, traces = _resolve_references(session, doc)
+    host, templates, traces = _resolve_references(session, doc)
     scenario, chosen = load_scenario(doc, base_dir=settings.trace_dir)
     if not chosen:
         chosen = [{"name": DEFAULT_POLICY, "params": {}}]
@@ -109,6 +109,7 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
             fingerprint=fingerprint(snapshot, name, version, params)))
     used = sorted({t.id: t for t in traces.values()}.values(), key=lambda t: t.id)
     experiment.traces = list(used)
+    experiment.templates = sorted(templates.values(), key=lambda t: t.id)
     session.add(experiment)
     try:
         session.flush()
@@ -153,9 +154,11 @@ def _replay(session: Session, key: str, request_sha256: str) -> Optional[Experim
 
 # --- references to stored resources ------------------------------------------------------------
 
-def _resolve_references(session: Session, doc: dict) -> tuple[Optional[Host], dict[tuple[int, int], Trace]]:
+def _resolve_references(session: Session, doc: dict
+                        ) -> tuple[Optional[Host], dict[int, VMTemplate], dict[tuple[int, int], Trace]]:
     errors: dict[str, list[str]] = {}
     host = None
+    templates: dict[int, VMTemplate] = {}
     if "host_id" in doc:
         host_id = doc.pop("host_id")
         if "host" in doc:
@@ -178,6 +181,7 @@ def _resolve_references(session: Session, doc: dict) -> tuple[Optional[Host], di
             if template is None:
                 errors[f"vms[{i}].template_id"] = [f"no VM template with id {template_id!r}"]
             else:
+                templates[template.id] = template
                 vm = vms[i] = {**copy.deepcopy(template.spec), **vm}
         workload = vm.get("workload") if isinstance(vm, dict) else None
         phases = workload.get("phases") if isinstance(workload, dict) else None
@@ -206,7 +210,7 @@ def _resolve_references(session: Session, doc: dict) -> tuple[Optional[Host], di
                 traces[(i, j)] = trace
     if errors:
         raise ScenarioValidationError(errors)
-    return host, traces
+    return host, templates, traces
 
 
 def _is_id(value: Any) -> bool:

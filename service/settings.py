@@ -39,6 +39,11 @@ Variables:
     Soft time limit of one run on a worker; 0 means none. Default 0.
 ``VMEMLAB_SQL_ECHO``
     ``1`` logs every SQL statement. Default off.
+``VMEMLAB_DOCS_UI_URL``
+    Where the browser loads Swagger UI from for the interactive API docs at ``/api/v1/docs``
+    (the server itself never fetches it). Default the jsDelivr CDN; point it at a local copy of
+    ``swagger-ui-dist`` for machines without Internet access, or set ``off`` to serve no docs page
+    (``/api/v1/openapi.json`` is always served).
 
 Durations are seconds (floats); sizes are bytes (integers, ``_`` separators allowed).
 """
@@ -48,6 +53,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
+
+
+DEFAULT_DOCS_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
 
 
 class SettingsError(ValueError):
@@ -68,6 +76,7 @@ class Settings:
     stale_heartbeats: int = 60
     run_time_limit_s: float = 0.0
     sql_echo: bool = False
+    docs_ui_url: Optional[str] = DEFAULT_DOCS_UI_URL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -97,6 +106,7 @@ class Settings:
             stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 60, low=2),
             run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),
             sql_echo=_flag(env, "VMEMLAB_SQL_ECHO"),
+            docs_ui_url=_docs_url(env),
         )
 
     # --- derived -----------------------------------------------------------------------------
@@ -164,6 +174,13 @@ def _number(env: Mapping[str, str], name: str, kind: type, default, *, low):
     if not value >= low or value != value:
         raise SettingsError(f"{name}={text!r}: must be at least {low}")
     return value
+
+
+def _docs_url(env: Mapping[str, str]) -> Optional[str]:
+    text = _text(env, "VMEMLAB_DOCS_UI_URL")
+    if text is None:
+        return DEFAULT_DOCS_UI_URL
+    return None if text.lower() == "off" else text
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -1,10 +1,10 @@
 """SQLAlchemy models. The tables themselves come only from the Alembic migrations."""
 from .base import Base, UTCDateTime, utcnow
 from .catalog import Host, PluginRegistration, Trace, VMTemplate
-from .experiments import Experiment, ExperimentTrace
+from .experiments import Experiment, ExperimentTemplate, ExperimentTrace
 from .runs import FINISHED, METRIC_COLUMNS, Run, RunSeries, RunStatus
 
 __all__ = [
-    "Base", "Experiment", "ExperimentTrace", "FINISHED", "Host", "METRIC_COLUMNS", "PluginRegistration",
-    "Run", "RunSeries", "RunStatus", "Trace", "UTCDateTime", "VMTemplate", "utcnow",
+    "Base", "Experiment", "ExperimentTemplate", "ExperimentTrace", "FINISHED", "Host", "METRIC_COLUMNS",
+    "PluginRegistration", "Run", "RunSeries", "RunStatus", "Trace", "UTCDateTime", "VMTemplate", "utcnow",
 ]

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .base import Base, utcnow
 
 if TYPE_CHECKING:
-    from .catalog import Host, Trace
+    from .catalog import Host, Trace, VMTemplate
     from .runs import Run
 
 
@@ -38,6 +38,7 @@ class Experiment(Base):
     runs: Mapped[list["Run"]] = relationship(back_populates="experiment", order_by="Run.id",
                                              cascade="all, delete-orphan", passive_deletes=True)
     traces: Mapped[list["Trace"]] = relationship(secondary="experiment_traces", order_by="Trace.id")
+    templates: Mapped[list["VMTemplate"]] = relationship(secondary="experiment_templates", order_by="VMTemplate.id")
 
     # set by service.experiments.create_experiment: False when an idempotency key replayed it
     created = True
@@ -50,3 +51,13 @@ class ExperimentTrace(Base):
 
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
     trace_id: Mapped[int] = mapped_column(ForeignKey("traces.id", ondelete="RESTRICT"), primary_key=True, index=True)
+
+
+class ExperimentTemplate(Base):
+    """Which stored VM templates an experiment was built from; a template in use cannot be deleted."""
+
+    __tablename__ = "experiment_templates"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("vm_templates.id", ondelete="RESTRICT"), primary_key=True,
+                                             index=True)

@@ -10,7 +10,8 @@ from alembic.migration import MigrationContext
 from service import db
 from service.models import Base
 
-TABLES = {"hosts", "vm_templates", "traces", "plugins", "experiments", "experiment_traces", "runs", "run_series"}
+TABLES = {"hosts", "vm_templates", "traces", "plugins", "experiments", "experiment_traces", "experiment_templates",
+          "runs", "run_series"}
 
 
 def _tables(url: str) -> set[str]:

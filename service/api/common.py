@@ -1,0 +1,129 @@
+"""What every blueprint shares: the request's database session, the settings and Celery app of the
+running application, pagination of SQL queries, ETags from a row's version, and error helpers."""
+from __future__ import annotations
+
+import http
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, Optional, TypeVar
+
+from celery import Celery
+from flask import current_app, g
+from flask_smorest import Blueprint as SmorestBlueprint
+from flask_smorest import Page, abort
+from marshmallow import Schema, pre_load
+from webargs.flaskparser import FlaskParser
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..settings import Settings
+
+T = TypeVar("T")
+
+
+class StrictParser(FlaskParser):
+    """Query strings too refuse unknown parameters (webargs ignores them by default): a typo
+    such as ``?stauts=failed`` is an error, not a filter silently left out."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
+
+
+class Blueprint(SmorestBlueprint):
+    """flask-smorest's Blueprint with the strict parser; every API blueprint is one."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What create_app puts in ``app.extensions["vmemlab"]``."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    celery: Celery
+
+
+def state() -> AppState:
+    return current_app.extensions["vmemlab"]
+
+
+def settings() -> Settings:
+    return state().settings
+
+
+def celery() -> Celery:
+    return state().celery
+
+
+def db() -> Session:
+    """The request's session, opened on first use and closed (rolled back if not committed) when
+    the request ends."""
+    if "db_session" not in g:
+        g.db_session = state().sessions()
+    return g.db_session
+
+
+def close_db(_exc: Optional[BaseException] = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def get_or_404(model: type[T], ident: Any, what: str) -> T:
+    obj = db().get(model, ident)
+    if obj is None:
+        abort(404, message=f"no {what} with id {ident}")
+    return obj
+
+
+def invalid(location: str, errors: dict[str, list[str]], message: Optional[str] = None) -> NoReturn:
+    """422 naming every field: ``errors`` maps field paths (``vms[1].memory_mb``) to messages."""
+    abort(422, message=message or f"invalid {location}: {', '.join(errors)}", errors={location: errors})
+
+
+def documented_errors(blp: Blueprint, *codes: int) -> Callable:
+    """Document error statuses of a view with the one error shape."""
+    def decorator(func: Callable) -> Callable:
+        for code in codes:
+            func = blp.alt_response(code, response=http.HTTPStatus(code).name)(func)
+        return func
+    return decorator
+
+
+# --- ETags -----------------------------------------------------------------------------------------
+
+def etag_of(obj: Any) -> dict[str, Any]:
+    """An item's ETag is its id and version: every update bumps the version (SQLAlchemy's
+    optimistic locking), so a stale copy never matches."""
+    return {"id": obj.id, "version": obj.version}
+
+
+# --- pagination ------------------------------------------------------------------------------------
+
+class Listing:
+    """A SELECT to page through; the views return one and SQLPage runs it."""
+
+    def __init__(self, statement: Select):
+        self.statement = statement
+
+
+class SQLPage(Page):
+    """Pages of a Listing: a COUNT for the total and OFFSET/LIMIT for the items."""
+
+    @property
+    def items(self) -> list[Any]:
+        p = self.page_params
+        return list(db().scalars(self.collection.statement.offset(p.first_item).limit(p.page_size)))
+
+    @property
+    def item_count(self) -> int:
+        counted = self.collection.statement.order_by(None).subquery()
+        return db().scalar(select(func.count()).select_from(counted))
+
+
+class QuerySchema(Schema):
+    """Query strings: unknown parameters are refused like unknown body fields, except the
+    pagination parameters, which @blp.paginate reads."""
+
+    @pre_load
+    def _without_pagination(self, data: Any, **_: Any) -> dict[str, Any]:
+        return {key: data[key] for key in data if key not in ("page", "page_size")}

@@ -1,0 +1,163 @@
+"""``/api/v1/experiments``: a scenario, a host and VMs (inline or stored), and the policies to
+compare. Creating one validates everything first, stores it with one queued run per policy in one
+transaction, commits, then queues the runs on Celery.
+
+If the broker cannot take the runs, the experiment is withdrawn (deleted again) and the answer is
+503 with ``Retry-After``: nothing is left behind that no worker will ever run, and retrying the same
+request (with the same ``Idempotency-Key``, if any) is safe.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import abort
+from marshmallow import EXCLUDE, Schema, fields, validate
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from ..experiments import IdempotencyConflict, create_experiment, delete_experiment
+from ..models import Experiment
+from ..runs import compare, enqueue, request_cancel
+from ..scenario import ScenarioValidationError
+from .common import Blueprint, Listing, SQLPage, celery, db, documented_errors, invalid, settings
+from .schemas.experiments import (
+    ComparisonSchema, ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema,
+    ExperimentSchema,
+)
+
+log = logging.getLogger(__name__)
+blp = Blueprint("experiments", __name__, description="Experiments: one scenario, one run per policy.")
+
+RETRY_AFTER_S = 10
+DOCUMENT_BODY = {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ExperimentDocument"}}}}
+
+
+class IdempotencyHeadersSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE       # every other header
+
+    idempotency_key = fields.String(data_key="Idempotency-Key", validate=validate.Length(min=1, max=200),
+                                    metadata={"description": "the same key and body give the same experiment "
+                                                             "(200); the same key with another body, 409"})
+
+
+def _loaded():
+    return (selectinload(Experiment.runs), selectinload(Experiment.traces), selectinload(Experiment.templates))
+
+
+def _location(experiment: Experiment) -> dict[str, str]:
+    return {"Location": url_for(".ExperimentItem", experiment_id=experiment.id)}
+
+
+@blp.route("")
+class Experiments(MethodView):
+    @blp.arguments(ExperimentQuerySchema, location="query")
+    @blp.response(200, ExperimentSchema(many=True))
+    @blp.paginate(SQLPage)
+    @blp.doc(summary="List experiments", description="Newest first, with their runs' status and progress.")
+    def get(self, args: dict) -> Listing:
+        statement = select(Experiment).options(*_loaded()).order_by(Experiment.id.desc())
+        if "name" in args:
+            statement = statement.where(Experiment.name == args["name"])
+        if "host_id" in args:
+            statement = statement.where(Experiment.host_id == args["host_id"])
+        if "created_after" in args:
+            statement = statement.where(Experiment.created_at >= args["created_after"])
+        if "created_before" in args:
+            statement = statement.where(Experiment.created_at < args["created_before"])
+        return Listing(statement)
+
+    @blp.arguments(IdempotencyHeadersSchema, location="headers")
+    @blp.response(201, ExperimentDetailSchema)
+    @blp.alt_response(200, schema=ExperimentDetailSchema, success=True,
+                      description="replayed: this Idempotency-Key was used for the same body before")
+    @documented_errors(blp, 400, 409, 415, 503)
+    @blp.doc(summary="Create an experiment and queue one run per policy", requestBody=DOCUMENT_BODY,
+             description="The body is the scenario format of `vmemlab simulate` plus `policies`; a scenario "
+                         "file can be posted as it is. Errors name each field by its path in the document.")
+    def post(self, headers: dict):
+        if not request.is_json:
+            abort(415, message="send the experiment as JSON (Content-Type: application/json)")
+        document = request.get_json(silent=True)
+        if document is None:
+            abort(400, message="the body is not valid JSON")
+        session = db()
+        try:
+            experiment = create_experiment(session, document, idempotency_key=headers.get("idempotency_key"),
+                                           settings=settings())
+        except ScenarioValidationError as exc:
+            session.rollback()
+            invalid("json", exc.errors, message=f"invalid experiment: {'; '.join(exc.lines()[:5])}")
+        except IdempotencyConflict as exc:
+            session.rollback()
+            abort(409, message=str(exc))
+        if not experiment.created:
+            return experiment, 200, _location(experiment)
+        session.commit()
+        try:
+            enqueue([run.id for run in experiment.runs], app=celery())
+        except Exception:
+            log.exception("queueing the runs of experiment %s failed; withdrawing it", experiment.id)
+            _withdraw(experiment)
+            abort(503, message="the task broker is unreachable, so the experiment was not stored; retry later",
+                  headers={"Retry-After": str(RETRY_AFTER_S)})
+        return experiment, 201, _location(experiment)
+
+
+def _withdraw(experiment: Experiment) -> None:
+    session = db()
+    try:
+        delete_experiment(session, experiment)
+        session.commit()
+    except Exception:
+        session.rollback()
+        log.exception("withdrawing experiment %s failed: its runs stay queued until re-sent", experiment.id)
+
+
+@blp.route("/<int:experiment_id>")
+class ExperimentItem(MethodView):
+    @blp.response(200, ExperimentDetailSchema)
+    @documented_errors(blp, 404)
+    @blp.doc(summary="Get an experiment with its scenario and its runs")
+    def get(self, experiment_id: int) -> Experiment:
+        return load_experiment(experiment_id)
+
+    @blp.response(204)
+    @documented_errors(blp, 404)
+    @blp.doc(summary="Delete an experiment and its runs",
+             description="Runs still queued or running are cancelled; the traces and templates it used are "
+                         "released.")
+    def delete(self, experiment_id: int) -> None:
+        experiment = load_experiment(experiment_id)
+        session = db()
+        for run in experiment.runs:
+            if not run.finished:
+                request_cancel(session, run.id)
+        delete_experiment(session, experiment)
+        session.commit()
+
+
+@blp.route("/<int:experiment_id>/comparison")
+class ExperimentComparison(MethodView):
+    @blp.arguments(ExperimentComparisonQuerySchema, location="query")
+    @blp.response(200, ComparisonSchema)
+    @documented_errors(blp, 404)
+    @blp.doc(summary="Every run of the experiment side by side, with deltas against a baseline policy")
+    def get(self, args: dict, experiment_id: int) -> dict:
+        experiment = load_experiment(experiment_id)
+        baseline = args.get("baseline", "static")
+        policies = [run.policy_name for run in experiment.runs]
+        if "baseline" in args and baseline not in policies:
+            invalid("query", {"baseline": [f"the experiment has no run of policy {baseline!r}; its policies: "
+                                           f"{', '.join(policies)}"]})
+        return compare(experiment.runs, baseline_policy=baseline)
+
+
+def load_experiment(experiment_id: int) -> Experiment:
+    experiment = db().scalar(select(Experiment).options(*_loaded()).where(Experiment.id == experiment_id))
+    if experiment is None:
+        abort(404, message=f"no experiment with id {experiment_id}")
+    return experiment

@@ -1,0 +1,127 @@
+"""``/api/v1/health``: can the service do its work? The database (``SELECT 1``), the broker (a
+connection with a short timeout) and the workers, each reported; 200 when the database and the
+broker answer, 503 otherwise. Missing workers do not make the API unhealthy (runs wait in the
+queue), but are reported.
+
+Workers are found by a ``ping`` broadcast on Redis. The embedded SQLite broker cannot broadcast,
+so there the workers seen are those whose runs heartbeated recently.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from flask.views import MethodView
+from marshmallow import Schema, fields
+from sqlalchemy import func, select, text
+
+from ..models import Run, RunStatus, utcnow
+from .common import Blueprint, celery, settings, state
+
+blp = Blueprint("health", __name__, description="Health of the database, the broker and the workers.")
+
+BROKER_TIMEOUT_S = 2.0
+PING_TIMEOUT_S = 1.0
+
+
+class CheckSchema(Schema):
+    ok = fields.Boolean(allow_none=True, metadata={"description": "null: unknown"})
+    latency_ms = fields.Float()
+    error = fields.String()
+
+
+class BrokerCheckSchema(CheckSchema):
+    url = fields.String(metadata={"description": "password hidden"})
+    embedded = fields.Boolean()
+
+
+class WorkersCheckSchema(CheckSchema):
+    method = fields.String(metadata={"description": "ping (Redis) or run heartbeats (embedded broker)"})
+    workers = fields.List(fields.String())
+    queued_runs = fields.Integer()
+    oldest_queued_s = fields.Float(allow_none=True)
+    message = fields.String()
+
+
+class HealthSchema(Schema):
+    status = fields.String(metadata={"description": "ok; degraded (no worker seen); unavailable (503)"})
+    database = fields.Nested(CheckSchema)
+    broker = fields.Nested(BrokerCheckSchema)
+    workers = fields.Nested(WorkersCheckSchema)
+
+
+@blp.route("")
+class Health(MethodView):
+    @blp.response(200, HealthSchema)
+    @blp.alt_response(503, schema=HealthSchema, description="the database or the broker does not answer")
+    @blp.doc(summary="Health of the database, the broker and the workers")
+    def get(self):
+        database = _timed(_database)
+        broker = {**_timed(_broker), "url": celery().connection_for_write().as_uri(),
+                  "embedded": settings().embedded_broker}
+        workers = _workers(ping=broker["ok"]) if database["ok"] else {"ok": None, "message": "database unavailable"}
+        healthy = database["ok"] and broker["ok"]
+        status = "unavailable" if not healthy else "ok" if workers.get("ok") else "degraded"
+        return {"status": status, "database": database, "broker": broker, "workers": workers}, 200 if healthy else 503
+
+
+def _timed(check) -> dict[str, Any]:
+    start = time.monotonic()
+    try:
+        check()
+    except Exception as exc:
+        return {"ok": False, "latency_ms": _ms(start), "error": _describe(exc)}
+    return {"ok": True, "latency_ms": _ms(start)}
+
+
+def _ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's class and first line: no traceback, no SQL."""
+    original = getattr(exc, "orig", None) or exc
+    first = (str(original).strip().splitlines() or [""])[0]
+    return f"{type(original).__name__}: {first[:200]}"
+
+
+def _database() -> None:
+    with state().sessions() as session:
+        session.execute(text("SELECT 1"))
+
+
+def _broker() -> None:
+    with celery().connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=BROKER_TIMEOUT_S)
+
+
+def _workers(ping: bool) -> dict[str, Any]:
+    now = utcnow()
+    with state().sessions() as session:
+        queued = session.execute(select(func.count(), func.min(Run.created_at))
+                                 .where(Run.status == RunStatus.QUEUED.value)).one()
+        recent = now - dt.timedelta(seconds=settings().stale_after_s)
+        heartbeating = sorted(session.scalars(select(Run.worker).distinct()
+                                              .where(Run.heartbeat_at >= recent, Run.worker.is_not(None))))
+    out: dict[str, Any] = {"queued_runs": queued[0],
+                           "oldest_queued_s": round((now - queued[1]).total_seconds(), 1) if queued[1] else None}
+    if settings().embedded_broker:
+        out.update(method="run heartbeats", workers=heartbeating, ok=True if heartbeating else None)
+        if not heartbeating:
+            out["message"] = ("the embedded broker cannot ping workers and no run heartbeated in the last "
+                              f"{settings().stale_after_s:g} s; runs wait in the queue until a worker starts")
+        return out
+    if not ping:
+        out.update(method="ping", workers=[], ok=None, message="the broker is unavailable: workers not pinged")
+        return out
+    start = time.monotonic()
+    try:
+        replies = celery().control.inspect(timeout=PING_TIMEOUT_S).ping() or {}
+    except Exception as exc:
+        out.update(method="ping", workers=[], ok=False, error=_describe(exc))
+        return out
+    out.update(method="ping", workers=sorted(replies), ok=bool(replies), latency_ms=_ms(start))
+    if not replies:
+        out["message"] = "no worker answered; runs wait in the queue until one starts"
+    return out

@@ -1,0 +1,140 @@
+"""``/api/v1/runs``: one simulation each; the history of every run, filtered and sorted by its
+summary metrics; a run's per-epoch series as JSON or CSV; cancellation."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any, Iterator
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import abort
+from sqlalchemy import select
+
+from ..models import Run
+from ..runs import request_cancel, run_events, run_series
+from .common import Blueprint, Listing, SQLPage, db, documented_errors, get_or_404
+from .schemas.runs import RunDetailSchema, RunQuerySchema, RunSchema, SeriesQuerySchema, SeriesSchema
+
+blp = Blueprint("runs", __name__, description="Runs: status, progress, results and history.")
+
+FILTERS = {"policy": Run.policy_name, "plugin_version": Run.policy_version, "engine_version": Run.engine_version,
+           "host_id": Run.host_id, "experiment_id": Run.experiment_id, "fingerprint": Run.fingerprint,
+           "seed": Run.seed, "status": Run.status}
+
+
+@blp.route("")
+class Runs(MethodView):
+    @blp.arguments(RunQuerySchema, location="query")
+    @blp.response(200, RunSchema(many=True))
+    @blp.paginate(SQLPage)
+    @blp.doc(summary="Search the history of runs",
+             description="Filter by policy, plugin version, host, fingerprint, status, experiment and creation "
+                         "time; sort by a summary metric (`sort=-slowdown`).")
+    def get(self, args: dict) -> Listing:
+        statement = select(Run)
+        for key, column in FILTERS.items():
+            if key in args:
+                statement = statement.where(column == args[key])
+        if "created_after" in args:
+            statement = statement.where(Run.created_at >= args["created_after"])
+        if "created_before" in args:
+            statement = statement.where(Run.created_at < args["created_before"])
+        key = args["sort"].lstrip("-")
+        descending = args["sort"].startswith("-")
+        column = getattr(Run, key)
+        statement = statement.order_by(column.is_(None),          # runs without the metric last
+                                       column.desc() if descending else column.asc(),
+                                       Run.id.desc() if descending else Run.id.asc())
+        return Listing(statement)
+
+
+@blp.route("/<int:run_id>")
+class RunItem(MethodView):
+    @blp.response(200, RunDetailSchema)
+    @documented_errors(blp, 404)
+    @blp.doc(summary="Get a run: status, progress, timings, versions, seed, fingerprint, summary, error")
+    def get(self, run_id: int) -> Run:
+        return get_or_404(Run, run_id, "run")
+
+
+@blp.route("/<int:run_id>/cancel")
+class RunCancel(MethodView):
+    @blp.response(202, RunDetailSchema)
+    @documented_errors(blp, 404, 409)
+    @blp.doc(summary="Cancel a run", description="A queued run is cancelled at once; a running one stops at "
+             "its worker's next heartbeat (status stays running until then, cancel_requested is true).")
+    def post(self, run_id: int) -> Run:
+        run = get_or_404(Run, run_id, "run")
+        if run.finished:
+            abort(409, message=f"run {run_id} has already finished ({run.status}); nothing to cancel")
+        run = request_cancel(db(), run_id)
+        db().commit()
+        return run
+
+
+@blp.route("/<int:run_id>/series")
+class RunSeriesView(MethodView):
+    @blp.arguments(SeriesQuerySchema, location="query")
+    @blp.response(200, SeriesSchema)
+    @documented_errors(blp, 404, 409)
+    @blp.doc(summary="A succeeded run's per-epoch series, as JSON or (format=csv) as a CSV download",
+             description="CSV: one row per epoch and VM, with the VM's fields, then the host's (host_ prefix).")
+    def get(self, args: dict, run_id: int):
+        run = get_or_404(Run, run_id, "run")
+        series = run_series(db(), run_id)
+        if series is None:
+            abort(409, message=f"run {run_id} is {run.status}: its series exists once it has succeeded")
+        series = finite(series)
+        if args["format"] == "csv":
+            return Response(csv_rows(series), mimetype="text/csv", headers={
+                "Content-Disposition": f'attachment; filename="run-{run_id}-series.csv"'})
+        return {"run_id": run_id, "epochs": len(series.get("time_s", [])), "series": series,
+                "events": finite(run_events(db(), run_id) or [])}
+
+
+def csv_rows(series: dict[str, Any]) -> Iterator[str]:
+    """One row per epoch and VM: epoch, time, the host's state, the VM, its fields, the figures the
+    policy reported for it (``policy_`` prefix), then the host's fields (``host_`` prefix)."""
+    vms: dict[str, dict[str, list]] = series.get("vms", {})
+    host: dict[str, list] = series.get("host", {})
+    policy: dict[str, dict[str, list]] = series.get("policy", {})
+    vm_fields = list(next(iter(vms.values()), {}))
+    policy_fields = sorted({key for table in policy.values() for key in table})
+    host_fields = list(host)
+    states = series.get("host_state", [])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(["epoch", "time_s", "host_state", "vm", *vm_fields, *(f"policy_{k}" for k in policy_fields),
+                     *(f"host_{k}" for k in host_fields)])
+    for epoch, time_s in enumerate(series.get("time_s", [])):
+        host_values = [_cell(host[k], epoch) for k in host_fields]
+        for name, table in vms.items():
+            reported = policy.get(name, {})
+            writer.writerow([epoch, time_s, _cell(states, epoch), name, *(_cell(table[k], epoch) for k in vm_fields),
+                             *(_cell(reported.get(k, []), epoch) for k in policy_fields), *host_values])
+        yield flush()
+
+
+def _cell(column: list, epoch: int) -> Any:
+    value = column[epoch] if epoch < len(column) else None
+    return "" if value is None else value
+
+
+def finite(value: Any) -> Any:
+    """JSON without NaN or infinities: those become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value

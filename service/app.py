@@ -1,0 +1,82 @@
+"""The one app factory: ``create_app()`` builds the Flask application of the HTTP API and the
+report pages from service.settings.
+
+Run it with any WSGI server, e.g. ``flask --app service.app run`` for a quick look. Every request
+gets its own database session, closed (and rolled back, unless the view committed) when the
+request ends. The Celery app made here only sends tasks: workers run ``service.celery_app``
+(``celery -A service.celery_app worker``) and need no Flask.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from celery import Celery
+from flask import Flask
+
+from . import db
+from .api import blueprints
+from .api.common import AppState, close_db
+from .api.errors import VmemlabApi, register_error_handlers
+from .api.report import blp as report_blp
+from .api.schemas.experiments import ExperimentDocumentSchema
+from .celery_app import create_celery
+from .engine import ENGINE_VERSION
+from .settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+PUBLISH_TIMEOUT_S = 3.0
+
+
+def create_app(settings: Optional[Settings] = None) -> Flask:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    app = Flask("service")
+    app.config.update(
+        API_TITLE="vmemlab",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX=API_PREFIX,
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        PROPAGATE_EXCEPTIONS=False,        # even under a debugger: errors are answered as JSON
+        API_SPEC_OPTIONS={"info": {"description": f"vmemlab: virtualization-host memory policies compared "
+                                                  f"(engine {ENGINE_VERSION}). Errors: code, status, message, "
+                                                  "errors by location and field path."}},
+    )
+    if settings.docs_ui_url:
+        app.config.update(OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL=settings.docs_ui_url)
+
+    celery = celery_init_app(app, settings)
+    app.extensions["vmemlab"] = AppState(settings=settings, sessions=db.session_factory(settings.database_url),
+                                         celery=celery)
+    app.teardown_appcontext(close_db)
+
+    api = VmemlabApi(app)
+    api.spec.components.schema("ExperimentDocument", schema=ExperimentDocumentSchema)
+    for blp, prefix in blueprints():
+        api.register_blueprint(blp, url_prefix=prefix)
+    app.register_blueprint(report_blp)
+    register_error_handlers(app)
+    return app
+
+
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    """The Celery app the API sends run tasks with, in ``app.extensions["celery"]``. Publishing
+    gives up after a few seconds when the broker is down, so that a request fails with 503
+    instead of hanging. The API never waits for task results (runs write theirs to the database),
+    so this app has no result backend."""
+    celery = create_celery(settings)
+    celery.conf.update(
+        result_backend="disabled",
+        broker_connection_timeout=PUBLISH_TIMEOUT_S,
+        broker_connection_retry=False,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.25,
+                                   "interval_max": 0.5},
+    )
+    if not settings.embedded_broker:
+        celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
+                                                "socket_connect_timeout": PUBLISH_TIMEOUT_S,
+                                                "socket_timeout": PUBLISH_TIMEOUT_S}
+        celery.conf.redis_socket_connect_timeout = PUBLISH_TIMEOUT_S
+    app.extensions["celery"] = celery
+    return celery

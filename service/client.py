@@ -1,0 +1,208 @@
+"""A small HTTP client of the vmemlab API, on the standard library's urllib only: what
+``vmemlab submit`` and ``vmemlab up --submit`` use, and bench/api.py's model of a client.
+
+Every failure is an ``APIError`` whose ``lines`` are ready to print as ``error:`` lines: the
+server's validation errors one per field (``vms[0].memory_mb: ...``), or why the server could
+not be reached.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Iterable, Optional
+
+API_PREFIX = "/api/v1"
+FINISHED = ("succeeded", "failed", "cancelled")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class APIError(Exception):
+    """A request that failed: ``status`` is the HTTP status (None if there was no answer)."""
+
+    def __init__(self, lines: Iterable[str], status: Optional[int] = None, body: Any = None):
+        self.lines = list(lines) or ["request failed"]
+        self.status = status
+        self.body = body
+        super().__init__("\n".join(self.lines))
+
+    @property
+    def client_error(self) -> bool:
+        """The request itself was wrong (4xx): the user's mistake, not the server's."""
+        return self.status is not None and 400 <= self.status < 500
+
+
+class APIUnreachable(APIError):
+    """No HTTP answer at all: connection refused, timeout, name not found."""
+
+
+def normalize_base_url(url: str) -> str:
+    """``127.0.0.1:8000`` or ``http://host:8000/`` -> ``http://host:8000`` (no API prefix)."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    path = parsed.path.rstrip("/")
+    if path.endswith(API_PREFIX):
+        path = path[: -len(API_PREFIX)]
+    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
+
+
+def error_lines(body: Any) -> list[str]:
+    """The messages of an error body, one line per problem, whatever its shape: flask-smorest's
+    ``{"errors": {"json": {"vms": {"0": {"memory_mb": [...]}}}}}``, a flat ``{"errors":
+    {"vms[0].memory_mb": [...]}}``, or a plain ``{"message": "..."}``."""
+    if not isinstance(body, dict):
+        return [str(body).strip()] if body not in (None, "") else []
+    errors = body.get("errors")
+    lines: list[str] = []
+    if errors:
+        if isinstance(errors, dict) and set(errors) <= {"json", "query", "headers", "files", "form", "path"}:
+            if len(errors) == 1:                 # where the problem was found: not part of its path
+                errors = next(iter(errors.values()))
+        lines = [f"{path}: {message}" if path else message for path, message in _flatten(errors, "")]
+    if not lines and body.get("message"):
+        lines = [str(body["message"])]
+    return lines
+
+
+def _flatten(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        out = []
+        for key, sub in value.items():
+            key = str(key)
+            if key == "_schema":
+                sub_path = path
+            elif key.isdigit():
+                sub_path = f"{path}[{key}]"
+            else:
+                sub_path = f"{path}.{key}" if path else key
+            out += _flatten(sub, sub_path)
+        return out
+    if isinstance(value, list):
+        return [item for sub in value for item in _flatten(sub, path)]
+    return [(path, str(value))]
+
+
+class Client:
+    """The API at ``base_url`` (``http://host:port``; the ``/api/v1`` prefix is added here)."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 30.0):
+        self.base_url = normalize_base_url(base_url)
+        self.timeout = timeout
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def api_url(self, path: str) -> str:
+        return self.base_url + API_PREFIX + path
+
+    def request(self, method: str, path: str, body: Any = None, *, api: bool = True,
+                headers: Optional[dict[str, str]] = None, timeout: Optional[float] = None) -> Any:
+        """Send a request; return the decoded JSON answer (None if empty). Raises APIError."""
+        url = self.api_url(path) if api else self.url(path)
+        data = None
+        all_headers = {"Accept": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode()
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            decoded = _decode(raw)
+            lines = error_lines(decoded) if exc.code < 500 else []
+            raise APIError(lines or [f"{method} {url}: {exc.code} {exc.reason}"], status=exc.code,
+                           body=decoded) from None
+        except urllib.error.URLError as exc:
+            raise APIUnreachable([f"cannot reach the vmemlab API at {self.base_url}: {_reason(exc.reason)}"]) from None
+        except (socket.timeout, TimeoutError):
+            raise APIUnreachable([f"{method} {url}: no answer within {timeout or self.timeout:g} s"]) from None
+        except (ConnectionError, OSError) as exc:
+            raise APIUnreachable([f"cannot reach the vmemlab API at {self.base_url}: {_reason(exc)}"]) from None
+        return _decode(raw) if raw else None
+
+    def text(self, path: str, *, api: bool = False) -> tuple[int, str, str]:
+        """GET a page: ``(status, content type, text)``; raises APIError on an error status."""
+        url = self.api_url(path) if api else self.url(path)
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            raise APIError([f"GET {url}: {exc.code} {exc.reason}"], status=exc.code) from None
+        except urllib.error.URLError as exc:
+            raise APIUnreachable([f"cannot reach the vmemlab API at {self.base_url}: {_reason(exc.reason)}"]) from None
+
+    # --- resources --------------------------------------------------------------------------
+
+    def health(self, timeout: Optional[float] = None) -> Any:
+        return self.request("GET", "/health", timeout=timeout)
+
+    def create_experiment(self, document: dict, idempotency_key: Optional[str] = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request("POST", "/experiments", document, headers=headers)
+
+    def experiment(self, experiment_id: int) -> dict:
+        return self.request("GET", f"/experiments/{int(experiment_id)}")
+
+    def run(self, run_id: int) -> dict:
+        return self.request("GET", f"/runs/{int(run_id)}")
+
+    def comparison(self, experiment_id: int) -> dict:
+        return self.request("GET", f"/experiments/{int(experiment_id)}/comparison")
+
+    def report_url(self, experiment_id: int) -> str:
+        return self.url(f"/experiments/{int(experiment_id)}/report")
+
+    def wait_until_up(self, timeout: float = 60.0, alive: Optional[Callable[[], bool]] = None,
+                      interval: float = 0.2) -> None:
+        """Poll the health endpoint until it answers 200. ``alive`` (if given) is asked between
+        tries: when it returns False the wait is abandoned (the server process died)."""
+        deadline = time.monotonic() + timeout
+        last: Optional[APIError] = None
+        while time.monotonic() < deadline:
+            if alive is not None and not alive():
+                raise APIUnreachable(["the API process exited before it answered"] + (last.lines if last else []))
+            try:
+                self.health(timeout=2.0)
+                return
+            except APIError as exc:
+                last = exc
+            time.sleep(interval)
+        raise APIUnreachable([f"the API at {self.base_url} did not answer within {timeout:g} s"]
+                             + (last.lines if last else []))
+
+
+def run_ids(experiment: dict) -> list[int]:
+    """The run ids of an experiment as the API returns it (``runs``: objects with ``id``, or ids)."""
+    ids = []
+    for run in experiment.get("runs") or []:
+        ids.append(int(run["id"] if isinstance(run, dict) else run))
+    return ids
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw.decode(errors="replace")
+
+
+def _reason(reason: Any) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (is `vmemlab serve` or `vmemlab up` running?)"
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)

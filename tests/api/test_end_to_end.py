@@ -1,0 +1,194 @@
+"""The whole user path through a real HTTP server (werkzeug, in a thread) and a real Celery worker
+(a subprocess): on the embedded default (SQLite, SQLite broker) and on the full stack (PostgreSQL
+and Redis, when both are reachable)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from service import db
+from service.app import create_app
+from service.models import Base
+from service.settings import Settings
+from tests.conftest import DATA
+from tests.service.test_worker import Workers, _environment
+
+from .conftest import REDIS_URL
+from .helpers import HOST, TEMPLATE, experiment
+
+
+class Http:
+    """A real HTTP server on a free port, serving the app from a thread; a tiny client for it."""
+
+    def __init__(self, app):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+    def call(self, method: str, path: str, body: Any = None, data: Optional[bytes] = None,
+             headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def json(self, method: str, path: str, expect: int, body: Any = None, **kw) -> Any:
+        status, _, raw = self.call(method, path, body, **kw)
+        assert status == expect, f"{method} {path}: {status} {raw[:2000]!r}"
+        return json.loads(raw) if raw else None
+
+
+@contextmanager
+def _serve(settings: Settings) -> Iterator[Http]:
+    http = Http(create_app(settings))
+    try:
+        yield http
+    finally:
+        http.close()
+
+
+def user_path(http: Http, workers: Workers, full_stack: bool) -> None:
+    workers.start("api1")
+    health = http.json("GET", "/api/v1/health", 200)
+    assert health["database"]["ok"] and health["broker"]["ok"]
+
+    host = http.json("POST", "/api/v1/hosts", 201, {"name": "lab host", "spec": HOST})
+    template = http.json("POST", "/api/v1/vm-templates", 201, {"name": "small vm", "spec": TEMPLATE})
+    status, headers, raw = http.call("POST", "/api/v1/traces?name=lackey-sort",
+                                     data=(DATA / "lackey_sort.txt.gz").read_bytes(),
+                                     headers={"Content-Type": "application/octet-stream"})
+    assert status == 201, raw
+    trace = json.loads(raw)
+    assert trace["length"] == 16_649_205 and trace["footprint_pages"] == 937
+    plugin = http.json("POST", "/api/v1/plugins", 201, {"name": "fair-balloon"})
+    assert plugin["distribution"] == "vmemlab-example-policy"
+    assert http.call("POST", "/api/v1/plugins", {"name": "os:system"})[0] == 422
+
+    doc = experiment(host_id=host["id"], template_id=template["id"], trace_id=trace["id"],
+                     policies=("static", "esx", "fair-balloon"))
+    key = {"Idempotency-Key": secrets.token_hex(8)}
+    exp = http.json("POST", "/api/v1/experiments", 201, doc, headers=key)
+    assert http.json("POST", "/api/v1/experiments", 200, doc, headers=key)["id"] == exp["id"]
+
+    deadline = time.monotonic() + 120
+    seen = set()
+    while True:
+        current = http.json("GET", f"/api/v1/experiments/{exp['id']}", 200)
+        seen.add(current["status"])
+        if current["status"] not in ("queued", "running"):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"runs did not finish: {current['runs']}\n{workers.output()}")
+        time.sleep(0.2)
+    assert current["status"] == "succeeded", (current["runs"], workers.output())
+    runs = current["runs"]
+    assert [r["policy_name"] for r in runs] == ["static", "esx", "fair-balloon"]
+
+    fair = http.json("GET", f"/api/v1/runs/{runs[2]['id']}", 200)
+    assert fair["status"] == "succeeded" and fair["worker"].startswith("api1@") and fair["attempts"] == 1
+    assert fair["plugin_distribution"] == "vmemlab-example-policy" and fair["policy_version"] == plugin["version"]
+    assert fair["summary"]["slowdown"] is not None and fair["progress"] == 1.0
+
+    series = http.json("GET", f"/api/v1/runs/{fair['id']}/series", 200)
+    assert series["epochs"] == 4 and series["series"]["vms"]["b"]["resident_mb"]
+    status, headers, raw = http.call("GET", f"/api/v1/runs/{fair['id']}/series?format=csv")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(raw.decode())))
+    assert len(rows) == 8 and rows[0]["host_used_mb"]
+
+    comparison = http.json("GET", f"/api/v1/experiments/{exp['id']}/comparison?baseline=static", 200)
+    assert comparison["baseline"]["policy"] == "static"
+    assert all(r["deltas"]["slowdown"] is not None for r in comparison["runs"])
+    ids = ",".join(str(r["id"]) for r in runs)
+    across = http.json("GET", f"/api/v1/comparisons?runs={ids}&baseline_run={runs[1]['id']}", 200)
+    assert across["baseline"]["policy"] == "esx"
+
+    status, headers, page = http.call("GET", f"/experiments/{exp['id']}/report")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert page.count(b"<svg") == 9 and b"fair-balloon" in page
+
+    by_slowdown = http.json("GET", f"/api/v1/runs?experiment_id={exp['id']}&sort=-slowdown", 200)
+    slowdowns = [r["metrics"]["slowdown"] for r in by_slowdown]
+    assert slowdowns == sorted(slowdowns, reverse=True) and len(slowdowns) == 3
+    assert [r["id"] for r in http.json("GET", f"/api/v1/runs?policy=fair-balloon&host_id={host['id']}", 200)] \
+        == [fair["id"]]
+    assert [r["id"] for r in http.json("GET", f"/api/v1/runs?fingerprint={fair['fingerprint']}", 200)] == [fair["id"]]
+
+    status, headers, _ = http.call("GET", f"/api/v1/hosts/{host['id']}")
+    assert http.call("DELETE", f"/api/v1/hosts/{host['id']}", headers={"If-Match": headers["ETag"]})[0] == 409
+    assert http.call("PATCH", f"/api/v1/hosts/{host['id']}", {"description": "x"},
+                     headers={"If-Match": '"stale"'})[0] == 412
+
+    health = http.json("GET", "/api/v1/health", 200)
+    if full_stack:
+        assert health["workers"]["ok"] and any(w.startswith("api1@") for w in health["workers"]["workers"])
+    else:
+        assert health["workers"]["method"] == "run heartbeats"
+
+
+def test_embedded_default(tmp_path: Path):
+    env = _environment(VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2",
+                       VMEMLAB_STALE_HEARTBEATS="10")
+    settings = Settings.from_env(env)
+    assert settings.embedded_broker and settings.database_url.startswith("sqlite:///")
+    db.upgrade(settings.database_url)
+    workers = Workers(env, tmp_path)
+    try:
+        with _serve(settings) as http:
+            user_path(http, workers, full_stack=False)
+    finally:
+        workers.stop_all()
+        db.dispose_engines()
+
+
+def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path):
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.exceptions.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL} (set VMEMLAB_TEST_REDIS_URL): {exc}")
+    queue = f"vmemlab-api-test-{secrets.token_hex(4)}"
+    env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=REDIS_URL, VMEMLAB_QUEUE=queue,
+                       VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2")
+    settings = Settings.from_env(env)
+    assert not settings.embedded_broker
+    engine = db.make_engine(postgres_migrated)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)} "
+                          "RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    workers = Workers(env, tmp_path)
+    try:
+        with _serve(settings) as http:
+            user_path(http, workers, full_stack=True)
+    finally:
+        workers.stop_all()
+        db.dispose_engines()
+        client = redis.Redis.from_url(REDIS_URL)
+        ours = list(client.scan_iter(match=f"*{queue}*"))
+        if ours:
+            client.delete(*ours)
