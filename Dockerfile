@@ -28,6 +28,13 @@ RUN pip install /wheels/*.whl && rm -rf /wheels \
     && chown -R vmemlab:vmemlab /var/lib/vmemlab /home/vmemlab/.cache
 USER vmemlab
 WORKDIR /home/vmemlab
+# compile the engine once into numba's cache in the image, so that a new worker's first run does
+# not spend seconds compiling
+RUN python -c "from service.engine import simulate; from service.scenario import load_scenario; \
+from service.policies import load_policy; \
+s, _ = load_scenario({'name': 'warm', 'duration_s': 1, 'host': {'memory_mb': 1024}, 'vms': [{'name': 'a', \
+'memory_mb': 256, 'os_mb': 32, 'workload': {'phases': [{'kind': 'zipf', 'footprint_mb': 128, 'duration_s': 1}]}}]}); \
+[simulate(s, load_policy(p).create({})) for p in ('static', 'overcommit', 'esx', 'dynamic-memory', 'smart-paging', 'kvm')]"
 # uploaded traces live in the data folder: the API writes them, the workers read them
 VOLUME ["/var/lib/vmemlab"]
 EXPOSE 8000

@@ -515,6 +515,11 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings.ensure_dirs()
 
     env = dict(os.environ, VMEMLAB_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # said once here instead of Celery's screenful (`vmemlab worker` alone still shows it)
+        out.write("vmemlab up: running as root; a worker would rather run as an unprivileged user\n")
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"),
+                                                       "ignore:You're running the worker with superuser privileges"]))
     me = [sys.executable, "-m", "service.cli"]
     quiet = args.loglevel.lower() in ("warning", "error", "critical")
     supervisor = Supervisor(out, env=env)
@@ -560,6 +565,8 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
                 if not isinstance(exc, APIError):
                     raise
+                if supervisor.stopping:      # the API went away because we stop it: no news
+                    break
                 for line in exc.lines:
                     err.write(f"error: {line}\n")
                 code = EXIT_USAGE if exc.client_error else 1
@@ -671,6 +678,10 @@ def submit_document(client: Any, document: dict, out: TextIO, err: TextIO, *, wa
             return 1
         time.sleep(poll_s)
     progress.end()
+    if not quiet:
+        err.write(f"{len(ids)} run{'s' if len(ids) != 1 else ''} finished {time.monotonic() - started:.1f} s "
+                  "after the submission\n")
+        err.flush()
 
     ordered = [final[i] for i in ids]
     summaries = [r["summary"] for r in ordered if r.get("status") == "succeeded" and r.get("summary")]
@@ -958,6 +969,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE if exc.client_error else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _error_lines(exc: Exception) -> list[str]:

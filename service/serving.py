@@ -53,6 +53,9 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int, access_lo
         # the workers' heartbeat files: in memory where there is /dev/shm (a container's /tmp
         # may be on a slow overlay file system)
         "worker_tmp_dir": "/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
+        # gunicorn >= 25.1 opens a control socket at one path per user ($HOME/.gunicorn): two
+        # servers of one user (tests, a benchmark beside `make run`) would share it. Not used here.
+        "control_socket_disable": True,
     }
 
 
@@ -63,7 +66,7 @@ def run_gunicorn(options: dict[str, Any], app_factory: Callable[[], Any]) -> Non
     class VmemlabAPI(BaseApplication):
         def load_config(self) -> None:
             for key, value in options.items():
-                if value is not None:
+                if value is not None and key in self.cfg.settings:   # older gunicorns lack some
                     self.cfg.set(key, value)
 
         def load(self):

@@ -67,7 +67,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch) -> Iterator[Path]:
+def embedded_env(tmp_path: Path, monkeypatch) -> Iterator[Path]:
     """The embedded default in a temporary folder, as the process's settings."""
     var = tmp_path / "var"
     monkeypatch.setenv("VMEMLAB_DATA_DIR", str(var))
@@ -83,13 +83,13 @@ def data_dir(tmp_path: Path, monkeypatch) -> Iterator[Path]:
 
 # --- db upgrade ------------------------------------------------------------------------------------
 
-def test_db_upgrade_migrates_to_head_once(data_dir, capsys):
+def test_db_upgrade_migrates_to_head_once(embedded_env, capsys):
     from service import db
 
     code, out, err = run(capsys, "db", "upgrade")
     assert code == 0, err
     head = db.head_revision()
-    assert f"database sqlite:///{data_dir / 'vmemlab.db'} at revision {head} (migrated from empty)" in out
+    assert f"database sqlite:///{embedded_env / 'vmemlab.db'} at revision {head} (migrated from empty)" in out
     assert db.current_revision() == head
     code, out, _ = run(capsys, "db", "upgrade")
     assert code == 0 and "already at the latest revision" in out
@@ -100,14 +100,14 @@ def test_db_needs_an_action(capsys):
     assert code == 2 and "ACTION" in err
 
 
-def test_db_upgrade_bad_setting_is_an_error_line(data_dir, monkeypatch, capsys):
+def test_db_upgrade_bad_setting_is_an_error_line(embedded_env, monkeypatch, capsys):
     monkeypatch.setenv("VMEMLAB_HEARTBEAT_S", "soon")
     use_settings(None)
     code, _, err = run(capsys, "db", "upgrade")
     assert code == 2 and err.startswith("error: VMEMLAB_HEARTBEAT_S='soon'") and "Traceback" not in err
 
 
-def test_db_upgrade_unreachable_database_is_an_error_line(data_dir, monkeypatch, capsys):
+def test_db_upgrade_unreachable_database_is_an_error_line(embedded_env, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody:secret@127.0.0.1:1/none")
     use_settings(None)
     code, _, err = run(capsys, "db", "upgrade")
@@ -133,7 +133,7 @@ def fake_exec(monkeypatch) -> list[list[str]]:
     return calls
 
 
-def test_worker_execs_celery_for_the_one_app(data_dir, fake_exec, capsys):
+def test_worker_execs_celery_for_the_one_app(embedded_env, fake_exec, capsys):
     with pytest.raises(Exec):
         main(["worker", "--concurrency", "3"])
     argv = fake_exec[0]
@@ -142,10 +142,10 @@ def test_worker_execs_celery_for_the_one_app(data_dir, fake_exec, capsys):
     assert "--concurrency=3" in argv and "--loglevel=INFO" in argv
     # the embedded broker has no broadcast: no gossip, mingle or event heartbeats
     assert {"--without-gossip", "--without-mingle", "--without-heartbeat"} <= set(argv)
-    assert data_dir.is_dir()
+    assert embedded_env.is_dir()
 
 
-def test_worker_on_redis_keeps_remote_control(data_dir, fake_exec, monkeypatch):
+def test_worker_on_redis_keeps_remote_control(embedded_env, fake_exec, monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     use_settings(None)
     with pytest.raises(Exec):
@@ -179,7 +179,7 @@ def fake_gunicorn(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_serve_migrates_then_runs_gunicorn(data_dir, fake_gunicorn, capsys):
+def test_serve_migrates_then_runs_gunicorn(embedded_env, fake_gunicorn, capsys):
     from service import db
 
     port = free_port()
@@ -190,18 +190,19 @@ def test_serve_migrates_then_runs_gunicorn(data_dir, fake_gunicorn, capsys):
     assert options["bind"] == [f"127.0.0.1:{port}"] and options["workers"] == 3 and options["threads"] == 2
     assert options["worker_class"] == "gthread" and options["preload_app"] is False
     assert options["accesslog"] is None and options["factory"] is serving.load_app
+    assert options["control_socket_disable"] is True     # no per-user socket shared by two servers
 
 
-def test_serve_defaults_and_no_upgrade(data_dir, fake_gunicorn, capsys):
+def test_serve_defaults_and_no_upgrade(embedded_env, fake_gunicorn, capsys):
     code, out, _ = run(capsys, "serve", "--no-upgrade", "--host", "0.0.0.0", "--port", str(free_port()),
                        "--access-log")
-    assert code == 0 and out == "" and not (data_dir / "vmemlab.db").exists()
+    assert code == 0 and out == "" and not (embedded_env / "vmemlab.db").exists()
     options = fake_gunicorn[0]
     assert options["workers"] == serving.default_web_workers() and 2 <= options["workers"] <= 8
     assert options["bind"][0].startswith("0.0.0.0:") and options["accesslog"] == "-"
 
 
-def test_serve_refuses_a_busy_port(data_dir, fake_gunicorn, capsys):
+def test_serve_refuses_a_busy_port(embedded_env, fake_gunicorn, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -210,14 +211,14 @@ def test_serve_refuses_a_busy_port(data_dir, fake_gunicorn, capsys):
     assert not fake_gunicorn
 
 
-def test_serve_and_up_without_the_api_module(data_dir, monkeypatch, capsys):
+def test_serve_and_up_without_the_api_module(embedded_env, monkeypatch, capsys):
     monkeypatch.setattr(serving, "api_available", lambda: False)
     for command in ("serve", "up"):
         code, _, err = run(capsys, command, "--port", str(free_port()))
         assert code == 2 and "service/app.py (create_app) is missing" in err
 
 
-def test_up_refuses_a_busy_port_before_starting_anything(data_dir, monkeypatch, capsys):
+def test_up_refuses_a_busy_port_before_starting_anything(embedded_env, monkeypatch, capsys):
     monkeypatch.setattr(serving, "api_available", lambda: True)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -226,7 +227,7 @@ def test_up_refuses_a_busy_port_before_starting_anything(data_dir, monkeypatch, 
     assert code == 2 and "cannot listen" in err and out == ""
 
 
-def test_up_checks_the_scenarios_it_will_submit_first(data_dir, monkeypatch, tmp_path, capsys):
+def test_up_checks_the_scenarios_it_will_submit_first(embedded_env, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(serving, "api_available", lambda: True)
     code, out, err = run(capsys, "up", "--port", str(free_port()), "--submit", str(tmp_path / "nowhere.json"))
     assert code == 2 and "nowhere.json: no such file" in err and out == ""
@@ -471,10 +472,10 @@ def test_client_helpers():
 
 # --- the real service: vmemlab up -------------------------------------------------------------------
 
-def _env(data_dir: Path) -> dict[str, str]:
+def _env(embedded_env: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL") and not (k.startswith("VMEMLAB_") and k != "VMEMLAB_NUMBA_CACHE_DIR")}
-    env["VMEMLAB_DATA_DIR"] = str(data_dir)
+    env["VMEMLAB_DATA_DIR"] = str(embedded_env)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
