@@ -38,6 +38,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         task_default_queue=settings.queue,
         task_track_started=False,
+        # the run row is the record: nobody reads Celery's own result of a task
+        task_ignore_result=True,
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         enable_utc=True,

@@ -23,7 +23,7 @@ from .engine import ScenarioError, simulate
 from .engine.config import REPLACEMENTS
 from .engine.mrc import miss_counts
 from .engine.traces import TraceError, load_trace, trace_stats
-from .policies import BrokenPolicyError, UnknownPolicyError, installed_policies, load_policy
+from .policies import BrokenPolicyError, UnknownPolicyError, broken_policies, installed_policies, load_policy
 from .scenario import ScenarioValidationError, flatten_errors, load_scenario_file
 from .sdk import Policy, PolicyParameterError
 from .settings import SettingsError
@@ -356,10 +356,14 @@ def format_mrc(report: dict) -> str:
 
 def command_plugins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     infos = installed_policies()
+    broken = broken_policies()
     if args.json:
-        out.write(json.dumps([dataclasses.asdict(info) for info in infos], indent=2) + "\n")
+        out.write(json.dumps([dataclasses.asdict(info) for info in infos]
+                             + [{**dataclasses.asdict(b), "broken": True} for b in broken], indent=2) + "\n")
     else:
         out.write(format_plugins(infos))
+    for b in broken:
+        err.write(f"warning: {b.error}\n")
     return 0
 
 

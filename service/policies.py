@@ -52,10 +52,35 @@ def load_policy(name: str) -> type[Policy]:
     return cls
 
 
-def installed_policies() -> list[PolicyInfo]:
+@dataclass(frozen=True)
+class BrokenPolicy:
+    """An entry point in the group whose code does not load: listed, never run."""
+
+    name: str
+    entry_point: str
+    distribution: str
+    error: str
+
+
+def broken_policies() -> list[BrokenPolicy]:
     out = []
     for name, ep in sorted(_entry_points().items()):
-        cls = load_policy(name)
+        try:
+            load_policy(name)
+        except BrokenPolicyError as exc:
+            out.append(BrokenPolicy(name, ep.value, ep.dist.name if ep.dist else "", str(exc)))
+    return out
+
+
+def installed_policies() -> list[PolicyInfo]:
+    """Every policy that loads. One broken third-party package must not hide the others: those
+    that fail to import are left out here and reported by ``broken_policies()``."""
+    out = []
+    for name, ep in sorted(_entry_points().items()):
+        try:
+            cls = load_policy(name)
+        except BrokenPolicyError:
+            continue
         dist = ep.dist
         out.append(PolicyInfo(
             name=name, version=cls.version,
