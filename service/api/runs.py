@@ -44,9 +44,10 @@ class Runs(MethodView):
         key = args["sort"].lstrip("-")
         descending = args["sort"].startswith("-")
         column = getattr(Run, key)
-        statement = statement.order_by(column.is_(None),          # runs without the metric last
-                                       column.desc() if descending else column.asc(),
-                                       Run.id.desc() if descending else Run.id.asc())
+        # runs without the metric last; NULLS LAST (rather than an "IS NULL" sort key) leaves
+        # the column's index usable where the database orders NULLs that way anyway
+        order = column.desc() if descending else column.asc()
+        statement = statement.order_by(order.nulls_last(), Run.id.desc() if descending else Run.id.asc())
         return Listing(statement)
 
 
