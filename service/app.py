@@ -15,7 +15,7 @@ from flask import Flask
 
 from . import db
 from .api import blueprints
-from .api.common import AppState, close_db
+from .api.common import AppState, IdConverter, close_db
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.report import blp as report_blp
 from .api.schemas.experiments import ExperimentDocumentSchema
@@ -31,6 +31,7 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
     settings = settings or get_settings()
     settings.ensure_dirs()
     app = Flask("service")
+    app.url_map.converters["int"] = IdConverter     # ids past what the database holds: 404, not 500
     app.config.update(
         API_TITLE="vmemlab",
         API_VERSION="v1",

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .engine import ENGINE_VERSION
+from .limits import check_limits, check_vm_count
 from .models import Experiment, Host, PluginRegistration, Run, RunStatus, Trace, VMTemplate
 from .policies import GROUP, BrokenPolicyError, UnknownPolicyError, load_policy
 from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
@@ -64,10 +65,11 @@ def fingerprint(scenario: dict[str, Any], policy: str, version: str, params: dic
 def create_experiment(session: Session, document: Any, policies: Optional[Sequence[Any]] = None,
                       idempotency_key: Optional[str] = None, *,
                       settings: Optional[Settings] = None) -> Experiment:
-    """Validate ``document`` (see the module docstring) and store it as an experiment with one
-    queued run per policy. Raises ScenarioValidationError (``errors`` maps document paths such as
-    ``vms[0].memory_mb`` or ``policies[1].params.idle_tax_pct`` to messages) with nothing added to
-    the session, or IdempotencyConflict.
+    """Validate ``document`` (see the module docstring), check it against the resource limits
+    of ``settings`` (service.limits) and store it as an experiment with one queued run per policy.
+    Raises ScenarioValidationError (``errors`` maps document paths such as ``vms[0].memory_mb``,
+    ``policies[1].params.idle_tax_pct`` or ``(document)`` to messages) with nothing added to the
+    session, or IdempotencyConflict.
 
     With an ``idempotency_key`` already used for the same request, returns that experiment with
     ``created`` False; nothing new is stored. The session is flushed (ids are set), not committed.
@@ -83,11 +85,15 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
 
     if not isinstance(document, dict):
         raise ScenarioValidationError({ROOT: ["an experiment must be a JSON object"]})
+    if isinstance(document.get("vms"), list):
+        check_vm_count(len(document["vms"]), settings)
     doc = copy.deepcopy(document)
     if policies is not None:
         doc["policies"] = copy.deepcopy(list(policies))
     host, templates, traces = _resolve_references(session, doc)
     scenario, chosen = load_scenario(doc, base_dir=settings.trace_dir)
+    check_limits(scenario, settings, lambda i, j: ((traces[i, j].length, traces[i, j].footprint_pages)
+                                                   if (i, j) in traces else None))
     if not chosen:
         chosen = [{"name": DEFAULT_POLICY, "params": {}}]
     pinned = _check_policies(session, chosen, settings)
@@ -213,8 +219,11 @@ def _resolve_references(session: Session, doc: dict
     return host, templates, traces
 
 
+MAX_ID = 2**31 - 1     # row ids are 32-bit on both databases; a larger one names no row
+
+
 def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 # --- policies ----------------------------------------------------------------------------------

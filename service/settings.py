@@ -26,7 +26,23 @@ Variables:
 ``VMEMLAB_MAX_POLICIES``
     Most policies (hence runs) one experiment may ask for. Default 32.
 ``VMEMLAB_MAX_REQUEST_BYTES``
-    Largest JSON request body the API accepts. Default 16 MiB.
+    Largest JSON request body the API accepts (413 over it). Default 16 MiB.
+``VMEMLAB_MAX_VMS``
+    Most VMs one experiment may simulate. Default 256.
+``VMEMLAB_MAX_DURATION_S``
+    Longest simulated time of an experiment, in seconds. Default 86400 (a day).
+``VMEMLAB_MAX_EPOCHS``
+    Most epochs (``duration_s / epoch_s``) of an experiment. Default 1e6.
+``VMEMLAB_MAX_REFS``
+    Most page references one run may simulate, all VMs together, as estimated from the
+    scenario before it is stored (service.limits). Default 5e10.
+``VMEMLAB_MAX_SIM_MEMORY_MB``
+    Most engine state (frame, page and trace arrays) one run may allocate, estimated from the
+    scenario before it is stored (service.limits). Default 4096 MB.
+
+An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused (the API answers
+422 naming the limit and its value) and nothing is stored; ``vmemlab simulate`` applies none.
+List pages (``page_size``) are bounded by the API itself: 10 items by default, 100 at most.
 ``VMEMLAB_HEARTBEAT_S``
     How often a running simulation writes its progress and heartbeat and checks for a
     cancellation request. Default 0.5 s.
@@ -45,7 +61,8 @@ Variables:
     ``swagger-ui-dist`` for machines without Internet access, or set ``off`` to serve no docs page
     (``/api/v1/openapi.json`` is always served).
 
-Durations are seconds (floats); sizes are bytes (integers, ``_`` separators allowed).
+Durations are seconds (floats); sizes are bytes (integers, ``_`` separators allowed); counts are
+integers and may be written ``5e10`` or ``50_000_000_000``.
 """
 from __future__ import annotations
 
@@ -72,6 +89,11 @@ class Settings:
     max_trace_bytes: int = 512 * 2**20
     max_policies: int = 32
     max_request_bytes: int = 16 * 2**20
+    max_vms: int = 256
+    max_duration_s: float = 86400.0
+    max_epochs: int = 1_000_000
+    max_refs: int = 50_000_000_000
+    max_sim_memory_mb: int = 4096
     heartbeat_s: float = 0.5
     stale_heartbeats: int = 60
     run_time_limit_s: float = 0.0
@@ -102,6 +124,11 @@ class Settings:
             max_trace_bytes=_number(env, "VMEMLAB_MAX_TRACE_BYTES", int, 512 * 2**20, low=1),
             max_policies=_number(env, "VMEMLAB_MAX_POLICIES", int, 32, low=1),
             max_request_bytes=_number(env, "VMEMLAB_MAX_REQUEST_BYTES", int, 16 * 2**20, low=1024),
+            max_vms=_count(env, "VMEMLAB_MAX_VMS", 256),
+            max_duration_s=_number(env, "VMEMLAB_MAX_DURATION_S", float, 86400.0, low=0.001),
+            max_epochs=_count(env, "VMEMLAB_MAX_EPOCHS", 1_000_000),
+            max_refs=_count(env, "VMEMLAB_MAX_REFS", 50_000_000_000),
+            max_sim_memory_mb=_count(env, "VMEMLAB_MAX_SIM_MEMORY_MB", 4096),
             heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
             stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 60, low=2),
             run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),
@@ -174,6 +201,14 @@ def _number(env: Mapping[str, str], name: str, kind: type, default, *, low):
     if not value >= low or value != value:
         raise SettingsError(f"{name}={text!r}: must be at least {low}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number, also written as ``5e10``."""
+    value = _number(env, name, float, default, low=1)
+    if value == float("inf") or not float(value).is_integer():
+        raise SettingsError(f"{name}={_text(env, name)!r}: expected a whole number")
+    return int(value)
 
 
 def _docs_url(env: Mapping[str, str]) -> Optional[str]:

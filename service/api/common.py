@@ -10,8 +10,9 @@ from celery import Celery
 from flask import current_app, g
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest import Page, abort
-from marshmallow import Schema, pre_load
+from marshmallow import Schema, fields, pre_load, validate
 from webargs.flaskparser import FlaskParser
+from werkzeug.routing import IntegerConverter
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +32,25 @@ class Blueprint(SmorestBlueprint):
     """flask-smorest's Blueprint with the strict parser; every API blueprint is one."""
 
     ARGUMENTS_PARSER = StrictParser()
+
+
+# Row ids are 32-bit (INTEGER primary keys on PostgreSQL): a larger id names nothing, and one past
+# 64 bits would not even reach SQLite (OverflowError, a 500). Paths answer 404 for those, query
+# strings 422.
+MAX_ID = 2**31 - 1
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in every URL: a non-negative integer up to MAX_ID (documented as the maximum)."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def id_field(**kwargs: Any) -> fields.Integer:
+    """A row id in a query string: 1 to MAX_ID."""
+    return fields.Integer(validate=validate.Range(min=1, max=MAX_ID), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,8 @@ class SQLPage(Page):
     @property
     def items(self) -> list[Any]:
         p = self.page_params
+        if p.first_item > MAX_ID * p.page_size:
+            return []       # past any table's rows, and an OFFSET too large for the database to take
         return list(db().scalars(self.collection.statement.offset(p.first_item).limit(p.page_size)))
 
     @property

@@ -81,7 +81,10 @@ class RunSeriesView(MethodView):
     @blp.response(200, SeriesSchema)
     @documented_errors(blp, 404, 409)
     @blp.doc(summary="A succeeded run's per-epoch series, as JSON or (format=csv) as a CSV download",
-             description="CSV: one row per epoch and VM, with the VM's fields, then the host's (host_ prefix).")
+             description="CSV: one row per epoch and VM, with the VM's fields, then the host's (host_ prefix).",
+             responses={"200": {"description": "OK", "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/Series"}},
+                 "text/csv": {"schema": {"type": "string"}}}}})
     def get(self, args: dict, run_id: int):
         run = get_or_404(Run, run_id, "run")
         series = run_series(db(), run_id)

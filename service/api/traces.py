@@ -83,8 +83,9 @@ class Traces(MethodView):
 
 
 def _form_file(args: dict) -> tuple[IO[bytes], str]:
-    unknown = {key: ["Unknown field."] for key in set(request.form) - {"name"}}
-    unknown.update({key: ["Unknown field."] for key in set(request.files) - {"file"}})
+    # str(): a part without a name arrives under the key None
+    unknown = {str(key): ["Unknown field."] for key in set(request.form) - {"name"}}
+    unknown.update({str(key): ["Unknown field."] for key in set(request.files) - {"file"}})
     upload = request.files.get("file")
     if unknown or upload is None:
         invalid("files", {**unknown, **({} if upload else {"file": ["Missing data for required field."]})})

@@ -155,6 +155,8 @@ def test_bad_experiments_name_the_field_and_store_nothing(api, counts):
         ({**good, "policies": [{"name": "esx", "params": {"idle_tax_pct": 500}}]}, "policies[0].params.idle_tax_pct"),
         ({**good, "policies": [{"name": "esx", "params": {"bogus": 1}}]}, "policies[0].params.bogus"),
         (experiment(host_id=999), "host_id"),
+        (experiment(host_id=2**63), "host_id"),                  # past any row id: 422, not a 500
+        (experiment(template_id=2**64), "vms[0].template_id"),
         ({**experiment(host_id=host["id"]), "host": HOST}, "host_id"),
         (experiment(template_id=999), "vms[0].template_id"),
         (experiment(trace_id=999), "vms[1].workload.phases[0].trace_id"),

@@ -7,13 +7,25 @@ from flask import url_for
 from marshmallow import Schema, fields, validate
 
 from ...models import Experiment, RunStatus
-from ..common import QuerySchema
+from ..common import QuerySchema, id_field
 
 UTC_TIME = {"metadata": {"description": "ISO 8601 time; without a zone it is read as UTC"}}
 
 
+class UtcDateTime(fields.AwareDateTime):
+    """An aware time, turned to UTC here: a time at the edge of the calendar whose zone moves it
+    past year 1 or 9999 is refused (422) rather than overflowing in the query (500)."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> dt.datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
+
+
 def aware_datetime() -> fields.AwareDateTime:
-    return fields.AwareDateTime(default_timezone=dt.timezone.utc, **UTC_TIME)
+    return UtcDateTime(default_timezone=dt.timezone.utc, **UTC_TIME)
 
 
 class PolicyChoiceDocSchema(Schema):
@@ -98,7 +110,7 @@ class ExperimentDetailSchema(ExperimentSchema):
 
 class ExperimentQuerySchema(QuerySchema):
     name = fields.String()
-    host_id = fields.Integer()
+    host_id = id_field()
     created_after = aware_datetime()
     created_before = aware_datetime()
 

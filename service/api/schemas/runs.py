@@ -5,7 +5,7 @@ from marshmallow import Schema, fields, validate
 from webargs.fields import DelimitedList
 
 from ...models import METRIC_COLUMNS, RunStatus
-from ..common import QuerySchema
+from ..common import MAX_ID, QuerySchema, id_field
 from .experiments import aware_datetime
 
 SORT_KEYS = ("slowdown", "fairness", "peak_used_mb", "host_swap_peak_mb", "overcommit_ratio", "mean_used_mb",
@@ -46,10 +46,10 @@ class RunQuerySchema(QuerySchema):
     policy = fields.String()
     plugin_version = fields.String()
     engine_version = fields.String()
-    host_id = fields.Integer()
-    experiment_id = fields.Integer()
+    host_id = id_field()
+    experiment_id = id_field()
     fingerprint = fields.String(validate=validate.Length(equal=64))
-    seed = fields.Integer()
+    seed = fields.Integer(validate=validate.Range(0, 2**63 - 1))
     status = fields.String(validate=validate.OneOf([s.value for s in RunStatus]))
     created_after = aware_datetime()
     created_before = aware_datetime()
@@ -71,8 +71,8 @@ class SeriesSchema(Schema):
 
 
 class ComparisonsQuerySchema(QuerySchema):
-    runs = DelimitedList(fields.Integer(validate=validate.Range(min=1)), required=True,
+    runs = DelimitedList(fields.Integer(validate=validate.Range(min=1, max=MAX_ID)), required=True,
                          validate=validate.Length(min=1, max=100),
                          metadata={"description": "run ids, comma separated"})
-    baseline_run = fields.Integer(metadata={"description": "one of the runs; default: the first static run"})
+    baseline_run = id_field(metadata={"description": "one of the runs; default: the first static run"})
     baseline = fields.String(metadata={"description": "baseline policy when baseline_run is not given"})

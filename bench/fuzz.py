@@ -1,0 +1,55 @@
+"""The API fuzz test (tests/api/test_fuzz.py) with many more examples per operation, and a summary.
+
+Schemathesis generates requests for every operation of /api/v1/openapi.json (valid and invalid
+input) against an in-process application on a seeded SQLite database and the embedded broker, and
+fails on any 5xx, any response whose body, status or content type the document does not allow, and
+any documented (operation, status) never answered. CI runs the same test with 25 examples per
+operation; this runs ``--examples`` (default 500) and prints requests per operation and status.
+No token is sent: the API has no authentication yet.
+
+Run:  .venv/bin/python bench/fuzz.py [--examples 500] [-- extra pytest arguments]
+In-process only: no server, no network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=500, help="examples per operation (default 500)")
+    parser.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vmemlab-fuzz-") as folder:
+        summary_path = Path(folder) / "summary.json"
+        env = {**os.environ, "VMEMLAB_FUZZ_EXAMPLES": str(args.examples), "VMEMLAB_FUZZ_SUMMARY": str(summary_path)}
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 "tests/api/test_fuzz.py", *args.pytest_args], cwd=ROOT, env=env)
+        elapsed = time.monotonic() - start
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    print(f"\nschemathesis, {args.examples} examples per operation: {elapsed:.0f} s, "
+          f"pytest exit {result.returncode}")
+    if summary is None:
+        print("no summary (the status coverage test did not run)")
+        return result.returncode or 1
+    print(f"{summary['requests']} requests")
+    width = max(len(op) for op in summary["operations"])
+    for operation, statuses in summary["operations"].items():
+        print(f"  {operation:<{width}}  " + "  ".join(f"{s}x{n}" for s, n in statuses.items()))
+    never = summary["never_returned"]
+    print(f"documented statuses never returned: {', '.join(never) if never else 'none'}")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

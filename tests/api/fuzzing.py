@@ -1,0 +1,240 @@
+"""Schemathesis against the API: the schema, a seeded application, the checks and a record of the
+statuses seen. Used by tests/api/test_fuzz.py (a bounded run) and bench/fuzz.py (a larger one).
+
+The application runs on the embedded default (a migrated SQLite file and the SQLite broker in a
+temporary data folder). It is seeded with a host, a VM template, a trace and an experiment whose
+runs have finished (executed in this process), and generated ids are folded onto the small range
+the seeded rows occupy, so that item endpoints are reached with ids that exist as well as ones that
+do not. No token: the API has no authentication yet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable
+from unittest import mock
+
+import schemathesis
+from flask import Flask
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, response_schema_conformance, status_code_conformance,
+)
+
+from service import db
+from service.app import create_app
+from service.settings import Settings, use_settings
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
+ID_RANGE = 6       # seeded ids are 1..3 or so; 0 and 4..5 do not exist
+
+HOST = {"memory_mb": 512, "reserve_mb": 0, "vm_overhead_mb": 16, "swap_device": "ssd"}
+TEMPLATE = {"memory_mb": 256, "os_mb": 32, "replacement": "lru"}
+
+
+def spec_schema() -> Any:
+    """The OpenAPI document, read from an application that serves nothing else (no database is touched)."""
+    folder = Path(tempfile.mkdtemp(prefix="vmemlab-spec-"))
+    try:
+        app = create_app(Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'unused.db'}"))
+        document = app.test_client().get(OPENAPI_PATH).get_json()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    schema = schemathesis.openapi.from_dict(document)
+
+    @schema.hook
+    def map_path_parameters(_context, path_parameters: Any) -> Any:
+        if not path_parameters:
+            return path_parameters
+        mapped = dict(path_parameters)
+        for key, value in path_parameters.items():
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                mapped[key] = value % ID_RANGE
+            elif key == "name" and isinstance(value, str) and len(value) % 3 == 0:
+                mapped[key] = "static"       # an installed plugin, a third of the time
+        return mapped
+
+    return schema
+
+
+def seed(folder: Path) -> Settings:
+    """A migrated database in ``folder`` with one of everything and an experiment with finished runs."""
+    from service.tasks import execute_run
+
+    settings = Settings(data_dir=folder / "data", database_url=f"sqlite:///{folder / 'vmemlab.db'}",
+                        heartbeat_s=0.05, stale_heartbeats=40)
+    settings.ensure_dirs()
+    db.upgrade(settings.database_url)
+    use_settings(settings)
+    client = create_app(settings).test_client()
+
+    def created(response) -> dict[str, Any]:
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return response.get_json()
+
+    host = created(client.post("/api/v1/hosts", json={"name": "h1", "spec": HOST}))
+    template = created(client.post("/api/v1/vm-templates", json={"name": "t1", "spec": TEMPLATE}))
+    pages = list(range(300)) + [(i * 7919) % 30 for i in range(2000)]
+    trace = created(client.post("/api/v1/traces?name=t.gz", data=gzip.compress("".join(f"{p}\n" for p in pages)
+                                                                                .encode(), mtime=0),
+                                content_type="application/octet-stream"))
+    vms = [{"name": "a", "template_id": template["id"],
+            "workload": {"phases": [{"kind": "uniform", "footprint_mb": 160, "duration_s": 2.0}]}},
+           {"name": "b", "template_id": template["id"],
+            "workload": {"phases": [{"kind": "trace", "trace_id": trace["id"], "trace_loops": 1000,
+                                     "duration_s": 2.0}]}}]
+    document = {"name": "fuzz", "duration_s": 2.0, "epoch_s": 0.5, "seed": 3, "host_id": host["id"], "vms": vms,
+                "policies": [{"name": "static"}, {"name": "esx"}]}
+    experiment = created(client.post("/api/v1/experiments", json=document))
+    for run in experiment["runs"]:
+        assert execute_run(run["id"], worker="fuzz", settings=settings) == "succeeded"
+    # and one experiment whose runs stay queued (cancel answers 202 for those)
+    created(client.post("/api/v1/experiments", json={**document, "name": "queued"}))
+    db.dispose_engines()
+    return settings
+
+
+def copy_of(seeded: Settings, folder: Path) -> Settings:
+    """The seeded database and data folder copied to ``folder``: each operation starts from them."""
+    db.dispose_engines()
+    shutil.copy(Path(seeded.database_url.removeprefix("sqlite:///")), folder / "vmemlab.db")
+    shutil.copytree(seeded.data_dir, folder / "data")
+    settings = Settings(data_dir=folder / "data", database_url=f"sqlite:///{folder / 'vmemlab.db'}",
+                        heartbeat_s=0.05, stale_heartbeats=40)
+    use_settings(settings)
+    return settings
+
+
+class StatusRecord:
+    """Which documented (method, path, status) were answered, and which were never."""
+
+    def __init__(self, schema: Any):
+        self.documented: set[tuple[str, str, str]] = set()
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            for status in operation.definition.raw.get("responses", {}):
+                if status != "default":
+                    self.documented.add((operation.method.upper(), operation.path, str(status)))
+        self.seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, case: Any, response: Any) -> None:
+        # case.method: also the probes with undocumented methods (405, or 200 for OPTIONS)
+        self.add_status(case.method, case.operation.path, response.status_code)
+
+    def add_status(self, method: str, path: str, status: int) -> None:
+        self.seen[(method.upper(), path)].add(str(status))
+        self.counts[(method.upper(), path, str(status))] += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Requests per operation and status, and the documented statuses never answered."""
+        operations: dict[str, dict[str, int]] = defaultdict(dict)
+        for (method, path, status), count in sorted(self.counts.items()):
+            operations[f"{method} {path}"][status] = count
+        return {"requests": sum(self.counts.values()), "operations": operations,
+                "never_returned": [" ".join(key) for key in self.never_returned()]}
+
+    def never_returned(self) -> list[tuple[str, str, str]]:
+        return sorted(key for key in self.documented if key[2] not in self.seen[key[:2]])
+
+
+def call(case: Any, app: Flask, record: StatusRecord) -> Any:
+    response = case.call(app=app)
+    record.add(case, response)
+    case.validate_response(response, checks=CHECKS)
+    return response
+
+
+def scripted(schema: Any, app: Flask, record: StatusRecord) -> None:
+    """The statuses random input seldom or never reaches (conflicts, ETags, replays, a broker or a
+    trace store failing), each asked for once on the seeded application; every response is checked
+    against the schema like the generated ones."""
+    from sqlalchemy import delete
+    from sqlalchemy.exc import IntegrityError
+
+    from service.models import PluginRegistration
+
+    client = app.test_client()
+
+    def request(method: str, path: str, url: str, expected: int, **kwargs: Any) -> Any:
+        response = client.open(url, method=method, **kwargs)
+        assert response.status_code == expected, (method, url, response.status_code, response.get_data(as_text=True))
+        schema[path][method].validate_response(response)
+        record.add_status(method, path, response.status_code)
+        return response
+
+    def raising(exc: BaseException) -> Callable[..., Any]:
+        def fail(*_args: Any, **_kwargs: Any) -> Any:
+            raise exc
+        return fail
+
+    for kind, spec in (("hosts", HOST), ("vm-templates", TEMPLATE)):
+        collection, item = f"/api/v1/{kind}", f"/api/v1/{kind}/{{{'host_id' if kind == 'hosts' else 'template_id'}}}"
+        other = request("POST", collection, collection, 201, json={"name": "other", "spec": spec}).get_json()
+        request("POST", collection, collection, 409, json={"name": "other", "spec": spec})
+        url = f"{collection}/{other['id']}"
+        etag = request("GET", item, url, 200).headers["ETag"]
+        request("GET", item, url, 304, headers={"If-None-Match": etag})
+        for method, body in (("PUT", {"name": "h1" if kind == "hosts" else "t1", "spec": spec}),
+                             ("PATCH", {"name": "h1" if kind == "hosts" else "t1"})):
+            request(method, item, url, 412, json=body, headers={"If-Match": '"stale"'})
+            request(method, item, url, 409, json=body, headers={"If-Match": etag})
+        etag = request("PATCH", item, url, 200, json={"description": "patched"}, headers={"If-Match": etag}
+                       ).headers["ETag"]
+        etag = request("PUT", item, url, 200, json={"name": "other", "spec": spec}, headers={"If-Match": etag}
+                       ).headers["ETag"]
+        for method in ("PUT", "PATCH", "DELETE"):
+            request(method, item, url, 428, json={"name": "x", "spec": spec} if method != "DELETE" else None)
+        request("DELETE", item, url, 412, headers={"If-Match": '"stale"'})
+        request("DELETE", item, url, 204, headers={"If-Match": etag})
+        used = f"{collection}/1"       # by the seeded experiments
+        request("DELETE", item, used, 409, headers={"If-Match": client.get(used).headers["ETag"]})
+
+    traces, trace = "/api/v1/traces", "/api/v1/traces/{trace_id}"
+    body = gzip.compress(b"1\n2\n3\n", mtime=0)
+    octets = {"content_type": "application/octet-stream"}
+    created = request("POST", traces, f"{traces}?name=small", 201, data=body, **octets).get_json()
+    request("POST", traces, f"{traces}?name=again", 200, data=body, **octets)
+    with mock.patch("service.api.traces.store_trace", raising(IntegrityError("INSERT", {}, Exception("race")))):
+        request("POST", traces, f"{traces}?name=race", 409, data=b"4\n5\n", **octets)
+    small = create_app(dataclasses.replace(app.extensions["vmemlab"].settings, max_trace_bytes=10)).test_client()
+    response = small.post(f"{traces}?name=big", data=b"1\n" * 100, **octets)
+    assert response.status_code == 413, response.get_data(as_text=True)
+    schema[traces]["POST"].validate_response(response)
+    record.add_status("POST", traces, 413)
+    request("DELETE", trace, f"{traces}/{created['id']}", 204)
+    request("DELETE", trace, f"{traces}/1", 409)
+
+    runs = "/api/v1/runs/{run_id}"
+    request("POST", f"{runs}/cancel", "/api/v1/runs/1/cancel", 409)         # finished
+    request("GET", f"{runs}/series", "/api/v1/runs/4/series", 409)          # queued
+    request("POST", f"{runs}/cancel", "/api/v1/runs/4/cancel", 202)
+
+    plugins = "/api/v1/plugins"
+    if client.get(f"{plugins}/kvm").status_code == 200:     # the registry was brought up to date: forget one
+        with db.session_scope(app.extensions["vmemlab"].settings.database_url) as session:
+            session.execute(delete(PluginRegistration).where(PluginRegistration.name == "kvm"))
+    request("POST", plugins, plugins, 201, json={"name": "kvm"})
+    request("POST", plugins, plugins, 200, json={"name": "kvm", "enabled": True})
+    request("PATCH", f"{plugins}/{{name}}", f"{plugins}/kvm", 200, json={"enabled": False})
+    request("PATCH", f"{plugins}/{{name}}", f"{plugins}/no-such-policy", 404, json={"enabled": False})
+    request("GET", f"{plugins}/{{name}}", f"{plugins}/kvm", 200)
+    request("GET", f"{plugins}/{{name}}", f"{plugins}/no-such-policy", 404)
+
+    experiments = "/api/v1/experiments"
+    document = client.get(f"{experiments}/1").get_json()["scenario"]
+    document = {**document, "policies": [{"name": "static"}], "name": "keyed"}
+    key = {"Idempotency-Key": "fuzz-1"}
+    request("POST", experiments, experiments, 201, json=document, headers=key)
+    request("POST", experiments, experiments, 200, json=document, headers=key)
+    request("POST", experiments, experiments, 409, json={**document, "seed": 99}, headers=key)
+    with mock.patch("service.api.experiments.enqueue", raising(ConnectionError("broker down"))):
+        response = request("POST", experiments, experiments, 503, json=document)
+        assert response.headers["Retry-After"]
+    with mock.patch("service.api.health._broker", raising(ConnectionError("broker down"))):
+        request("GET", "/api/v1/health", "/api/v1/health", 503)
