@@ -31,7 +31,6 @@ from service.client import Client, error_lines, normalize_base_url
 from service.settings import use_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-HAS_API = (ROOT / "service" / "app.py").exists()
 
 
 def tiny(policies=("static", "overcommit")) -> dict:
@@ -499,7 +498,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.skipif(not HAS_API, reason="service/app.py (the Flask API, create_app) does not exist yet")
 def test_up_serves_submit_compares_and_stops(tmp_path, capsys):
     port = free_port()
     scenario = write_json(tmp_path / "tiny.json", tiny(("static", "overcommit")))
