@@ -3,7 +3,7 @@ refused; the host never shares, balloons, compresses or swaps. The baseline ever
 compared against."""
 from __future__ import annotations
 
-from service.sdk import Admission, Decisions, HostView, Policy, VMDecision, VMView
+from service.sdk import Admission, Decisions, HostView, Policy, VMView
 
 
 class StaticPolicy(Policy):

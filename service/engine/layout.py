@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -20,31 +18,13 @@ from .state import (
     N_PI, NO_LIMIT, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END, P_HOT_PAGES,
     P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN, P_TRACE_OFF,
     P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, Q_PER_PAGE,
-    REPLACEMENT_CODES, State, UNTOUCHED, K_SCAN, K_TRACE,
-)
+    REPLACEMENT_CODES, State, UNTOUCHED, K_SCAN, )
 
 BOOT_COMPUTE_NS = 500.0     # CPU time per OS page touched while booting
 
 
 def mb_to_pages(mb: float) -> int:
     return int(round(mb * PAGES_PER_MB))
-
-
-@dataclass(frozen=True)
-class VMLayout:
-    index: int
-    frames: int
-    pages: int
-    os_pages: int
-    image: str
-
-
-@dataclass
-class Layout:
-    state: State
-    vms: list[VMLayout]
-    devices: list[str]
-    images: list[str]
 
 
 def _phase_pages(phase: Phase, trace_ids: np.ndarray | None) -> int:
@@ -55,7 +35,7 @@ def _phase_pages(phase: Phase, trace_ids: np.ndarray | None) -> int:
     return max(1, mb_to_pages(phase.footprint_mb))
 
 
-def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> Layout:
+def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
     host = scenario.host
     devices = host.device_names()
     dev_index = {name: i for i, name in enumerate(devices)}
@@ -71,7 +51,6 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> Layout
     trace_chunks: list[np.ndarray] = []
     trace_off = 0
     trace_cache: dict[str, np.ndarray] = {}
-    layouts: list[VMLayout] = []
     frame_base = 0
     page_base = 0
 
@@ -157,7 +136,6 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> Layout
         vm_f[v, F_OS_ZERO] = vm.os_content.zero
         vm_f[v, F_OS_SHARED] = vm.os_content.shared
         vm_f[v, F_OS_COMPRESSIBLE] = vm.os_content.compressible
-        layouts.append(VMLayout(v, frames, npages, os_pages, vm.os_image))
         frame_base += frames
         page_base += npages
 
@@ -199,4 +177,4 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> Layout
         ph_f=np.array(ph_f_rows, dtype=np.float64).reshape(-1, N_PF),
         traces=(np.concatenate(trace_chunks).astype(np.int32) if trace_chunks else np.zeros(1, dtype=np.int32)),
     )
-    return Layout(state=state, vms=layouts, devices=devices, images=images)
+    return state

@@ -3,17 +3,15 @@ reclamation to a limit, Smart Paging release, and a VM's power cycle. Compiled l
 since each touches up to every frame of a VM."""
 from __future__ import annotations
 
-import numpy as np
-
 from .kernel import (
     jit,
-    content_slot, evict_to_host_storage, fifo_push, free_pages, guest_evict, host_fault_in,
+    content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in,
     pick_host_victim, rand_below, release_backing, unshare, balloon_pop, balloon_push, free_pop,
     free_push,
 )
 from .state import (
-    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, FREE, H_FREE_Q, H_HINT_FRAMES, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
-    H_RNG, HOST_BITS, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
+    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_HINT_FRAMES, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
+    H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
     I_PHASE_REFS, I_PRESENT, I_RESIDENT, I_SCAN_PTR, I_SHARED, I_SMART, I_SMART_QUOTA,

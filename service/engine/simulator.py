@@ -12,15 +12,14 @@ from ..sdk.decisions import SCAN_ORDERS
 from ..sdk.views import GuestReport, HostView, MemorySettings, VMView
 from . import kernel, mechanisms
 from .config import PAGES_PER_MB, Scenario
-from .layout import Layout, build, mb_to_pages
-from .metrics import SERIES_VM_FIELDS, Recorder, summarize
+from .layout import build, mb_to_pages
+from .metrics import Recorder, summarize
 from .state import (
-    C_GUEST_FAULT, COUNTER_NAMES, F_BLOCKED, F_CLOCK, F_STALL, FAULT_NAMES, H_FIFO_ON,
+    F_CLOCK, F_STALL, FAULT_NAMES, H_FIFO_ON,
     H_FREE_Q, H_SHARE_ON, H_SHARED_FRAMES, H_SMART_USED, H_SWAP_USED, H_TOTAL_Q, H_RAM,
-    I_BACKED_Q, I_BLOCKED, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED, I_DONE,
-    I_FRAME_BASE, I_LIMIT_Q, I_NBALLOON, I_NFREE, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT,
+    I_BACKED_Q, I_BLOCKED, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED, I_FRAME_BASE, I_LIMIT_Q, I_NBALLOON, I_NFREE, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT,
     I_RUNNING, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_QUOTA, I_SWAP_OK, I_SWAPPED,
-    I_TARGET_Q, I_TOUCHED, I_VICTIM, NO_LIMIT, Q_PER_PAGE, V_FIFO, V_PLUGIN, VICTIM_CODES,
+    I_TARGET_Q, I_TOUCHED, I_VICTIM, Q_PER_PAGE, V_FIFO, V_PLUGIN, VICTIM_CODES,
 )
 
 ENGINE_VERSION = "0.1.0"
@@ -60,8 +59,7 @@ class Simulation:
             load_trace = default_loader
         self.scenario = scenario
         self.policy = policy
-        self.layout: Layout = build(scenario, load_trace)
-        self.st = self.layout.state
+        self.st = build(scenario, load_trace)
         self.n = len(scenario.vms)
         self.epoch_ns = scenario.epoch_s * 1e9
         self.vm_state = ["off"] * self.n          # off, running, refused
@@ -197,7 +195,7 @@ class Simulation:
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def _apply_host_decision(self, d: HostDecision, setup: bool) -> None:
+    def _apply_host_decision(self, d: HostDecision) -> None:
         name = self.policy.name
         if not isinstance(d, HostDecision):
             raise PolicyError(name, f"expected a HostDecision, got {type(d).__name__}")
@@ -373,7 +371,7 @@ class Simulation:
         name = self.policy.name
         if not isinstance(decisions, Decisions):
             raise PolicyError(name, f"on_epoch() must return Decisions, got {type(decisions).__name__}")
-        self._apply_host_decision(decisions.host, setup=False)
+        self._apply_host_decision(decisions.host)
         names = {vm.name: i for i, vm in enumerate(self.scenario.vms)}
         for vm_name, d in decisions.vms.items():
             if vm_name not in names:
@@ -390,7 +388,7 @@ class Simulation:
         n_epochs = max(1, int(math.ceil(sc.duration_s / sc.epoch_s - 1e-9)))
         slice_ns = sc.slice_ms * 1e6
         self._epoch = 0
-        self._apply_host_decision(self.policy.setup(self.host_view(0.0, 0)), setup=True)
+        self._apply_host_decision(self.policy.setup(self.host_view(0.0, 0)))
         deltas = None
         for epoch in range(n_epochs):
             self._epoch = epoch

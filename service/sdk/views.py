@@ -57,7 +57,8 @@ class VMView:
 
     @property
     def host_backed_mb(self) -> float:
-        """Private host memory this VM uses (RAM plus its share of nothing shared)."""
+        """Private host memory this VM uses: RAM backing only its own pages (shared frames and the
+        compression cache are counted apart)."""
         return self.resident_mb
 
     @property

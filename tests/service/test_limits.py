@@ -120,7 +120,7 @@ def test_a_trace_phase_counts_its_length_times_its_loops(settings):
 def test_the_shipped_scenarios_are_within_the_defaults_and_memory_is_exact(path, tmp_path):
     scenario, _ = load_scenario_file(path)
     check_limits(scenario, Settings(data_dir=tmp_path, database_url="sqlite://"))
-    state = build(scenario, load_trace).state
+    state = build(scenario, load_trace)
     frame_arrays = (state.frame_page, state.lru_prev, state.lru_next, state.host_state, state.flags)
     allocated = state.page_table.nbytes + sum(a.nbytes for a in frame_arrays) + 4 * len(state.frame_page)  # + fifo
     assert estimate_memory_bytes(scenario) == allocated
@@ -151,7 +151,7 @@ def test_a_trace_phase_uses_its_sizes(tmp_path):
     assert estimate_refs(scenario, sizes) == 256 + 3000
     frames, pages = 256 * 256, 256 + 40
     assert estimate_memory_bytes(scenario, sizes) == 18 * frames + 4 * pages + 4 * 1000
-    state = build(scenario, load_trace).state
+    state = build(scenario, load_trace)
     assert len(state.page_table) == pages and len(state.frame_page) == frames and len(state.traces) == 1000
 
 
