@@ -40,9 +40,23 @@ Variables:
     Most engine state (frame, page and trace arrays) one run may allocate, estimated from the
     scenario before it is stored (service.limits). Default 4096 MB.
 
+
 An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused (the API answers
 422 naming the limit and its value) and nothing is stored; ``vmemlab simulate`` applies none.
-List pages (``page_size``) are bounded by the API itself: 10 items by default, 100 at most.
+
+``VMEMLAB_MAX_PAGE_SIZE``
+    Most items one page of a list may hold (``page_size``; 10 by default). Default 100.
+``VMEMLAB_OPEN_READS``
+    ``1``: anyone may read (GET) without a token; ``0``: reads need a token too. Writes always
+    need a bearer token (``vmemlab tokens create``), and plugin registration an admin token.
+    Default 1.
+``VMEMLAB_PLUGIN_TIME_LIMIT_S``
+    Longest wall time one call of a plugin hook (``on_epoch``, ``select_victims``, ...) may take
+    before the run fails naming the plugin; 0 means none. Default 60 s.
+``VMEMLAB_REQUEUE_AFTER_S``
+    A run still queued this long after it was last sent to the broker is sent again, in case
+    the broker lost its message (a Redis restarted without persistence). A second delivery of a
+    run is harmless (the run row is the lock). Default 300 s.
 ``VMEMLAB_HEARTBEAT_S``
     How often a running simulation writes its progress and heartbeat and checks for a
     cancellation request. Default 0.5 s.
@@ -94,6 +108,10 @@ class Settings:
     max_epochs: int = 1_000_000
     max_refs: int = 50_000_000_000
     max_sim_memory_mb: int = 4096
+    max_page_size: int = 100
+    open_reads: bool = True
+    plugin_time_limit_s: float = 60.0
+    requeue_after_s: float = 300.0
     heartbeat_s: float = 0.5
     stale_heartbeats: int = 60
     run_time_limit_s: float = 0.0
@@ -129,6 +147,10 @@ class Settings:
             max_epochs=_count(env, "VMEMLAB_MAX_EPOCHS", 1_000_000),
             max_refs=_count(env, "VMEMLAB_MAX_REFS", 50_000_000_000),
             max_sim_memory_mb=_count(env, "VMEMLAB_MAX_SIM_MEMORY_MB", 4096),
+            max_page_size=_count(env, "VMEMLAB_MAX_PAGE_SIZE", 100),
+            open_reads=_flag(env, "VMEMLAB_OPEN_READS", default=True),
+            plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 60.0, low=0.0),
+            requeue_after_s=_number(env, "VMEMLAB_REQUEUE_AFTER_S", float, 300.0, low=1.0),
             heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
             stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 60, low=2),
             run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),
@@ -218,8 +240,8 @@ def _docs_url(env: Mapping[str, str]) -> Optional[str]:
     return None if text.lower() == "off" else text
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    text = (_text(env, name) or "0").lower()
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    text = (_text(env, name) or ("1" if default else "0")).lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):

@@ -3,8 +3,9 @@ from .base import Base, UTCDateTime, utcnow
 from .catalog import Host, PluginRegistration, Trace, VMTemplate
 from .experiments import Experiment, ExperimentTemplate, ExperimentTrace
 from .runs import FINISHED, METRIC_COLUMNS, Run, RunSeries, RunStatus
+from .tokens import ApiToken
 
 __all__ = [
-    "Base", "Experiment", "ExperimentTemplate", "ExperimentTrace", "FINISHED", "Host", "METRIC_COLUMNS",
+    "ApiToken", "Base", "Experiment", "ExperimentTemplate", "ExperimentTrace", "FINISHED", "Host", "METRIC_COLUMNS",
     "PluginRegistration", "Run", "RunSeries", "RunStatus", "Trace", "UTCDateTime", "VMTemplate", "utcnow",
 ]
