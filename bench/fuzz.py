@@ -5,7 +5,7 @@ input) against an in-process application on a seeded SQLite database and the emb
 fails on any 5xx, any response whose body, status or content type the document does not allow, and
 any documented (operation, status) never answered. CI runs the same test with 25 examples per
 operation; this runs ``--examples`` (default 500) and prints requests per operation and status.
-No token is sent: the API has no authentication yet.
+Every generated request carries an admin token.
 
 Run:  .venv/bin/python bench/fuzz.py [--examples 500] [-- extra pytest arguments]
 In-process only: no server, no network.

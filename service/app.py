@@ -15,6 +15,7 @@ from flask import Flask
 
 from . import db
 from .api import blueprints
+from .api.auth import SECURITY_SCHEME, TokenDocs, register_auth
 from .api.common import AppState, IdConverter, close_db
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.report import blp as report_blp
@@ -52,12 +53,16 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
                                          celery=celery)
     app.teardown_appcontext(close_db)
 
-    api = VmemlabApi(app)
+    api = VmemlabApi(app, spec_kwargs={"extra_plugins": [TokenDocs(settings.open_reads)]})
+    api.spec.components.security_scheme(SECURITY_SCHEME, {
+        "type": "http", "scheme": "bearer",
+        "description": "A token from `vmemlab tokens create`: every write needs one, plugin registration an admin one."})
     api.spec.components.schema("ExperimentDocument", schema=ExperimentDocumentSchema)
     for blp, prefix in blueprints():
         api.register_blueprint(blp, url_prefix=prefix)
     app.register_blueprint(report_blp)
     register_error_handlers(app)
+    register_auth(app)
     return app
 
 

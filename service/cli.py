@@ -447,6 +447,50 @@ def command_db_upgrade(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     return 0
 
 
+def command_tokens_create(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from . import auth, db
+
+    upgrade_database(err, prefix="vmemlab tokens: ")
+    with db.session_scope() as session:
+        try:
+            row, token = auth.issue_token(session, args.name, args.role)
+        except auth.TokenError as exc:
+            raise UsageError(str(exc)) from None
+        row_id = row.id
+    err.write(f"token {row_id} {args.name!r} ({args.role}) created; it is shown only now, keep it:\n")
+    err.flush()
+    out.write(token + "\n")
+    return 0
+
+
+def command_tokens_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from . import auth, db
+
+    with db.session_scope() as session:
+        rows = [(str(t.id), t.name, t.role, t.prefix + "...", _when(t.created_at), _when(t.revoked_at) or "-")
+                for t in auth.list_tokens(session, include_revoked=args.all)]
+    columns = [Column("", title, align, str) for title, align in
+               (("id", ">"), ("name", "<"), ("role", "<"), ("token", "<"), ("created", "<"), ("revoked", "<"))]
+    out.write("\n".join(format_table(columns, rows)) + "\n" if rows else "no tokens (vmemlab tokens create --name NAME)\n")
+    return 0
+
+
+def command_tokens_revoke(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from . import auth, db
+
+    with db.session_scope() as session:
+        try:
+            row = auth.revoke_token(session, args.token)
+        except auth.TokenError as exc:
+            raise UsageError(str(exc)) from None
+        out.write(f"token {row.id} {row.name!r} ({row.role}, {row.prefix}...) revoked\n")
+    return 0
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment is not None else ""
+
+
 def _require_api() -> None:
     from .serving import api_available
 
@@ -517,6 +561,8 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_port(args.host, args.port)
     upgrade_database(out, prefix="vmemlab up: ")
     settings.ensure_dirs()
+    first_token = _first_admin_token()
+    submit_token = (os.environ.get("VMEMLAB_TOKEN") or _temporary_token()) if documents else None
 
     env = dict(os.environ, VMEMLAB_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -534,7 +580,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         api = supervisor.start("api", me + [
             "serve", "--host", args.host, "--port", str(args.port), "--no-upgrade", "--loglevel", args.loglevel,
             "--threads", str(args.threads)] + (["--workers", str(args.workers)] if args.workers else []))
-        client = Client(_local_url(args.host, args.port))
+        client = Client(_local_url(args.host, args.port), token=submit_token)
         try:
             client.wait_until_up(timeout=args.start_timeout, alive=lambda: supervisor.all_alive()
                                  and not supervisor.stopping)
@@ -552,8 +598,12 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             + (f"vmemlab up: docs    {client.api_url('/docs')}  (OpenAPI {client.api_url('/openapi.json')})\n"
                if getattr(settings, "docs_ui_url", None) else "")
             + f"vmemlab up: worker  Celery, broker {broker} (pid {worker.pid})\n"
-            f"vmemlab up: submit  vmemlab submit SCENARIO.json --url {client.base_url} --wait\n"
-            "vmemlab up: Ctrl-C stops both\n")
+            f"vmemlab up: submit  vmemlab submit SCENARIO.json --url {client.base_url} --token TOKEN --wait\n"
+            + (f"vmemlab up: token   {first_token}\n"
+               "vmemlab up:         an admin token, made now because the database had none; it is shown only "
+               "once: keep it (vmemlab tokens create makes more)\n" if first_token else
+               "vmemlab up: tokens  writes need a bearer token: vmemlab tokens list / create\n")
+            + "vmemlab up: Ctrl-C stops both\n")
         out.flush()
         status = 0
         for path, document in documents:
@@ -581,6 +631,8 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         code = supervisor.wait()
         return code or (status if args.exit_status else 0)
     finally:
+        if submit_token and not os.environ.get("VMEMLAB_TOKEN"):
+            _revoke_quietly(submit_token)
         for child in supervisor.children:      # never leave a child behind on an error here
             if child.alive():
                 child.send(15)
@@ -589,6 +641,34 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 except Exception:
                     child.send(9)
         supervisor.restore_signal_handlers()
+
+
+def _first_admin_token() -> str | None:
+    """Without any token the service would refuse every write: make an admin token then, to print."""
+    from . import auth, db
+
+    with db.session_scope() as session:
+        if auth.has_tokens(session):
+            return None
+        return auth.create_token(session, "vmemlab up (first start)", auth.ADMIN)
+
+
+def _temporary_token() -> str:
+    """A write token for ``up --submit``'s own submissions, revoked when ``up`` ends."""
+    from . import auth, db
+
+    with db.session_scope() as session:
+        return auth.create_token(session, "vmemlab up --submit (temporary)", auth.WRITE)
+
+
+def _revoke_quietly(token: str) -> None:
+    from . import auth, db
+
+    try:
+        with db.session_scope() as session:
+            auth.revoke_token(session, token)
+    except Exception:           # the database went away with the service: the token dies with it
+        pass
 
 
 def _read_document(path: str) -> dict:
@@ -627,7 +707,7 @@ def command_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     document = _submission(args.scenario, args.policy or [], args.param or [])
     try:
-        client = Client(args.url)
+        client = Client(args.url, token=args.token)
     except ValueError as exc:
         raise UsageError(f"--url: {exc}") from None
     try:
@@ -852,6 +932,24 @@ def add_service_commands(commands: Any) -> None:
     upgrade = db_commands.add_parser("upgrade", help="migrate the database to the latest revision (Alembic head)")
     upgrade.set_defaults(run=command_db_upgrade)
 
+    tokens = commands.add_parser(
+        "tokens", help="API tokens: create, list, revoke",
+        description="Bearer tokens of the API, in the database named by DATABASE_URL. Writes need a token "
+                    "(role write or admin); registering, enabling and disabling plugins needs role admin. "
+                    "Only a hash is stored: a token is shown once, when it is created.")
+    token_commands = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    create = token_commands.add_parser("create", help="create a token and print it (only now) on stdout")
+    create.add_argument("--name", required=True, help="who or what uses it, e.g. alice or ci")
+    create.add_argument("--role", choices=("write", "admin"), default="write",
+                        help="write (default): experiments, hosts, templates, traces, runs; admin: also plugins")
+    create.set_defaults(run=command_tokens_create)
+    listing = token_commands.add_parser("list", help="list tokens (their first characters, never the whole token)")
+    listing.add_argument("--all", action="store_true", help="revoked ones too")
+    listing.set_defaults(run=command_tokens_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token for good")
+    revoke.add_argument("token", metavar="ID|NAME|PREFIX|TOKEN", help="the token's id, name, listed prefix, or itself")
+    revoke.set_defaults(run=command_tokens_revoke)
+
     def web_options(p: argparse.ArgumentParser, loglevel: str) -> None:
         p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
                                                            "0.0.0.0 for every interface)")
@@ -910,6 +1008,8 @@ def add_service_commands(commands: Any) -> None:
     submit.add_argument("scenario", metavar="SCENARIO.json")
     submit.add_argument("--url", default=os.environ.get("VMEMLAB_URL") or DEFAULT_URL,
                         help=f"the service (default $VMEMLAB_URL or {DEFAULT_URL})")
+    submit.add_argument("--token", default=os.environ.get("VMEMLAB_TOKEN"),
+                        help="bearer token (default $VMEMLAB_TOKEN; vmemlab tokens create makes one)")
     submit.add_argument("--policy", action="append", metavar="NAME",
                         help="policy to run instead of the scenario's list; repeat to compare several")
     submit.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",

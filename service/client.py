@@ -92,9 +92,10 @@ def _flatten(value: Any, path: str) -> list[tuple[str, str]]:
 class Client:
     """The API at ``base_url`` (``http://host:port``; the ``/api/v1`` prefix is added here)."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 30.0):
+    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 30.0, token: Optional[str] = None):
         self.base_url = normalize_base_url(base_url)
         self.timeout = timeout
+        self.token = token or None
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -110,6 +111,8 @@ class Client:
         url = self.api_url(path) if api else self.url(path)
         data = None
         all_headers = {"Accept": "application/json"}
+        if self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
         if body is not None:
             data = json.dumps(body).encode()
             all_headers["Content-Type"] = "application/json"
@@ -122,6 +125,10 @@ class Client:
             raw = exc.read()
             decoded = _decode(raw)
             lines = error_lines(decoded) if exc.code < 500 else []
+            if exc.code == 401:
+                lines.append("give a token with --token or VMEMLAB_TOKEN (an admin makes one with "
+                             "`vmemlab tokens create --name NAME`)" if not self.token else
+                             "the token given (--token or VMEMLAB_TOKEN) is not accepted by this server")
             raise APIError(lines or [f"{method} {url}: {exc.code} {exc.reason}"], status=exc.code,
                            body=decoded) from None
         except urllib.error.URLError as exc:
@@ -136,7 +143,8 @@ class Client:
         """GET a page: ``(status, content type, text)``; raises APIError on an error status."""
         url = self.api_url(path) if api else self.url(path)
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout) as response:
                 return response.status, response.headers.get("Content-Type", ""), response.read().decode()
         except urllib.error.HTTPError as exc:
             raise APIError([f"GET {url}: {exc.code} {exc.reason}"], status=exc.code) from None

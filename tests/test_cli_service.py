@@ -94,6 +94,30 @@ def test_db_upgrade_migrates_to_head_once(embedded_env, capsys):
     assert code == 0 and "already at the latest revision" in out
 
 
+def test_tokens_create_list_revoke(embedded_env, capsys):
+    from service import auth, db
+
+    code, out, err = run(capsys, "tokens", "create", "--name", "ci", "--role", "admin")
+    assert code == 0 and "shown only now" in err
+    token = out.strip()
+    assert re.fullmatch(r"vml_[A-Za-z0-9_-]{43}", token)        # alone on stdout: TOKEN=$(vmemlab tokens create ...)
+    run(capsys, "tokens", "create", "--name", "alice")
+    code, out, _ = run(capsys, "tokens", "list")
+    assert code == 0 and re.search(rf"^\s*1\s+ci\s+admin\s+{re.escape(token[:12])}\.\.\.", out, re.M), out
+    assert re.search(r"^\s*2\s+alice\s+write\s", out, re.M) and token not in out
+    with db.session_scope() as session:
+        assert auth.authenticate(session, token).role == "admin"
+    code, out, _ = run(capsys, "tokens", "revoke", token[:12])
+    assert code == 0 and "token 1 'ci'" in out and "revoked" in out
+    with db.session_scope() as session:
+        assert auth.authenticate(session, token) is None
+    assert "ci" not in run(capsys, "tokens", "list")[1] and "ci" in run(capsys, "tokens", "list", "--all")[1]
+    code, _, err = run(capsys, "tokens", "revoke", "ci")
+    assert code == 2 and "no unrevoked token" in err
+    code, _, err = run(capsys, "tokens", "create", "--name", "x", "--role", "root")
+    assert code == 2 and "invalid choice" in err
+
+
 def test_db_needs_an_action(capsys):
     code, _, err = run(capsys, "db")
     assert code == 2 and "ACTION" in err
@@ -521,9 +545,15 @@ def test_up_serves_submit_compares_and_stops(tmp_path, capsys):
         pids = {name: int(pid) for name, pid in re.findall(r"vmemlab up: (API|worker) .*\(.*pid (\d+)\)", output)}
         assert set(pids) == {"API", "worker"}, output
 
-        # vmemlab submit against it, with --policy replacing the scenario's list
+        # a first start prints an admin token (the database had none) instead of serving open;
+        # up --submit used a temporary token of its own, revoked when up stops
+        token = re.search(r"^vmemlab up: token   (vml_\S+)$", output, re.M).group(1)
         url = f"http://127.0.0.1:{port}"
-        code, out, err = run(capsys, "submit", scenario, "--url", url, "--policy", "static",
+        code, out, err = run(capsys, "submit", scenario, "--url", url)
+        assert code == 2 and "Authorization: Bearer" in err and "VMEMLAB_TOKEN" in err, err
+
+        # vmemlab submit against it, with --policy replacing the scenario's list
+        code, out, err = run(capsys, "submit", scenario, "--url", url, "--token", token, "--policy", "static",
                              "--policy", "dynamic-memory", "--wait", "--timeout", "180", "--poll", "0.2")
         assert code == 0, err + out + text()
         assert re.search(r"^a\s+static\s+ran", out, re.M) and re.search(r"^a\s+dynamic-memory\s+ran", out, re.M)
@@ -547,6 +577,14 @@ def test_up_serves_submit_compares_and_stops(tmp_path, capsys):
         assert re.search(r"api \(pid \d+\) exited with status 0", output), output
         for name, pid in pids.items():
             assert _gone(pid), f"{name} (pid {pid}) still runs after up stopped"
+        from service import db
+        from service.auth import list_tokens
+
+        with db.session_scope(f"sqlite:///{tmp_path / 'var' / 'vmemlab.db'}") as session:
+            tokens = {t.name: t.revoked_at for t in list_tokens(session, include_revoked=True)}
+        db.dispose_engines()
+        assert tokens.keys() == {"vmemlab up (first start)", "vmemlab up --submit (temporary)"}
+        assert tokens["vmemlab up (first start)"] is None and tokens["vmemlab up --submit (temporary)"] is not None
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)

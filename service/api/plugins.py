@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..catalog import sync_plugins
 from ..models import PluginRegistration
 from ..policies import GROUP, BrokenPolicyError
+from .auth import admin_only
 from .common import Blueprint, db, documented_errors, invalid
 from .schemas.plugins import PluginPatchSchema, PluginQuerySchema, PluginRegisterSchema, PluginSchema
 
@@ -73,7 +74,8 @@ class Plugins(MethodView):
     @blp.alt_response(200, schema=PluginSchema, description="it was registered already", success=True)
     @blp.doc(summary="Register an installed policy by its entry-point name",
              description="The name must be advertised by an installed distribution in the entry-point group "
-                         "vmemlab.policies (422 otherwise); import paths are refused.")
+                         "vmemlab.policies (422 otherwise); import paths are refused. Needs an admin token.")
+    @admin_only
     def post(self, data: dict):
         name = data["name"]
         if name not in installed_names():
@@ -101,7 +103,8 @@ class PluginItem(MethodView):
     @blp.response(200, PluginSchema)
     @documented_errors(blp, 404)
     @blp.doc(summary="Enable or disable a plugin", description="Runs already queued keep running; new "
-             "experiments naming a disabled plugin are refused.")
+             "experiments naming a disabled plugin are refused. Needs an admin token.")
+    @admin_only
     def patch(self, data: dict, name: str) -> PluginRegistration:
         row = _registration(name)
         installed = row.installed

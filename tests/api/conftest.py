@@ -21,12 +21,19 @@ from service.app import create_app
 from service.models import Base
 from service.settings import Settings
 
-from .helpers import Api
+from .helpers import Api, with_token
 
 
 @pytest.fixture
 def app(settings: Settings) -> Flask:  # noqa: F811
-    return create_app(settings)
+    """The application; its test clients send an admin token (``anonymous`` sends none)."""
+    return with_token(create_app(settings))
+
+
+@pytest.fixture
+def anonymous(app: Flask) -> FlaskClient:
+    """A test client that sends no token."""
+    return FlaskClient(app)
 
 
 @pytest.fixture
@@ -42,7 +49,7 @@ def api(client: FlaskClient) -> Api:
 @pytest.fixture
 def make_app(settings: Settings) -> Callable[..., Flask]:  # noqa: F811
     """An application with some settings changed, e.g. ``make_app(max_trace_bytes=1000)``."""
-    return lambda **changes: create_app(dataclasses.replace(settings, **changes))
+    return lambda **changes: with_token(create_app(dataclasses.replace(settings, **changes)))
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ The application runs on the embedded default (a migrated SQLite file and the SQL
 temporary data folder). It is seeded with a host, a VM template, a trace and an experiment whose
 runs have finished (executed in this process), and generated ids are folded onto the small range
 the seeded rows occupy, so that item endpoints are reached with ids that exist as well as ones that
-do not. No token: the API has no authentication yet.
+do not. Every generated request carries the seeded admin token; the scripted part (``scripted``)
+asks once without a token (401) and once with a write token where admin is needed (403).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from unittest import mock
 
 import schemathesis
 from flask import Flask
+from flask.testing import FlaskClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
@@ -27,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service import db
 from service.app import create_app
+from service.auth import ADMIN, WRITE, create_token
 from service.settings import Settings, use_settings
 
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -62,8 +65,31 @@ def spec_schema() -> Any:
     return schema
 
 
-def seed(folder: Path) -> Settings:
-    """A migrated database in ``folder`` with one of everything and an experiment with finished runs."""
+@dataclasses.dataclass(frozen=True)
+class Seeded:
+    settings: Settings
+    token: str          # an admin token stored in the seeded database
+
+
+def authorized(app: Flask, token: str) -> Flask:
+    """The app's test clients send ``token`` (a request's own Authorization header still wins)."""
+    class TokenClient(FlaskClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    app.test_client_class = TokenClient
+    return app
+
+
+def _new_token(settings: Settings, role: str) -> str:
+    with db.session_scope(settings.database_url) as session:
+        return create_token(session, f"fuzz {role}", role)
+
+
+def seed(folder: Path) -> Seeded:
+    """A migrated database in ``folder`` with one of everything and an experiment with finished
+    runs, and an admin token."""
     from service.tasks import execute_run
 
     settings = Settings(data_dir=folder / "data", database_url=f"sqlite:///{folder / 'vmemlab.db'}",
@@ -71,7 +97,8 @@ def seed(folder: Path) -> Settings:
     settings.ensure_dirs()
     db.upgrade(settings.database_url)
     use_settings(settings)
-    client = create_app(settings).test_client()
+    token = _new_token(settings, ADMIN)
+    client = authorized(create_app(settings), token).test_client()
 
     def created(response) -> dict[str, Any]:
         assert response.status_code == 201, response.get_data(as_text=True)
@@ -96,7 +123,7 @@ def seed(folder: Path) -> Settings:
     # and one experiment whose runs stay queued (cancel answers 202 for those)
     created(client.post("/api/v1/experiments", json={**document, "name": "queued"}))
     db.dispose_engines()
-    return settings
+    return Seeded(settings, token)
 
 
 def copy_of(seeded: Settings, folder: Path) -> Settings:
@@ -143,26 +170,26 @@ class StatusRecord:
         return sorted(key for key in self.documented if key[2] not in self.seen[key[:2]])
 
 
-def call(case: Any, app: Flask, record: StatusRecord) -> Any:
-    response = case.call(app=app)
+def call(case: Any, app: Flask, record: StatusRecord, token: str) -> Any:
+    response = case.call(app=app, headers={"Authorization": f"Bearer {token}"})
     record.add(case, response)
     case.validate_response(response, checks=CHECKS)
     return response
 
 
-def scripted(schema: Any, app: Flask, record: StatusRecord) -> None:
+def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     """The statuses random input seldom or never reaches (conflicts, ETags, replays, a broker or a
-    trace store failing), each asked for once on the seeded application; every response is checked
-    against the schema like the generated ones."""
+    trace store failing, a missing token or role), each asked for once on the seeded application;
+    every response is checked against the schema like the generated ones."""
     from sqlalchemy import delete
     from sqlalchemy.exc import IntegrityError
 
     from service.models import PluginRegistration
 
-    client = app.test_client()
+    client = authorized(app, token).test_client()
 
-    def request(method: str, path: str, url: str, expected: int, **kwargs: Any) -> Any:
-        response = client.open(url, method=method, **kwargs)
+    def request(method: str, path: str, url: str, expected: int, as_client: Any = None, **kwargs: Any) -> Any:
+        response = (as_client or client).open(url, method=method, **kwargs)
         assert response.status_code == expected, (method, url, response.status_code, response.get_data(as_text=True))
         schema[path][method].validate_response(response)
         record.add_status(method, path, response.status_code)
@@ -202,7 +229,8 @@ def scripted(schema: Any, app: Flask, record: StatusRecord) -> None:
     request("POST", traces, f"{traces}?name=again", 200, data=body, **octets)
     with mock.patch("service.api.traces.store_trace", raising(IntegrityError("INSERT", {}, Exception("race")))):
         request("POST", traces, f"{traces}?name=race", 409, data=b"4\n5\n", **octets)
-    small = create_app(dataclasses.replace(app.extensions["vmemlab"].settings, max_trace_bytes=10)).test_client()
+    small = authorized(create_app(dataclasses.replace(app.extensions["vmemlab"].settings, max_trace_bytes=10)),
+                       token).test_client()
     response = small.post(f"{traces}?name=big", data=b"1\n" * 100, **octets)
     assert response.status_code == 413, response.get_data(as_text=True)
     schema[traces]["POST"].validate_response(response)
@@ -238,3 +266,17 @@ def scripted(schema: Any, app: Flask, record: StatusRecord) -> None:
         assert response.headers["Retry-After"]
     with mock.patch("service.api.health._broker", raising(ConnectionError("broker down"))):
         request("GET", "/api/v1/health", "/api/v1/health", 503)
+
+    # without a token where one is needed (401), and with a write token where admin is (403)
+    anonymous = FlaskClient(app)
+    writer = FlaskClient(app)
+    writer.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {_new_token(app.extensions['vmemlab'].settings, WRITE)}"
+    for method, path, status in sorted(record.documented):
+        url = path.replace("{name}", "kvm")
+        for parameter in ("host_id", "template_id", "trace_id", "experiment_id", "run_id"):
+            url = url.replace("{" + parameter + "}", "1")
+        if status == "401":
+            request(method, path, url, 401, as_client=anonymous, json={})
+        elif status == "403":
+            request(method, path, url, 403, as_client=writer, json={"name": "kvm", "enabled": True}
+                    if method == "POST" else {"enabled": True})

@@ -7,6 +7,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import db
+from service.auth import create_token
+
 HOST = {"memory_mb": 512, "reserve_mb": 0, "vm_overhead_mb": 16, "swap_device": "ssd"}
 TEMPLATE = {"memory_mb": 256, "os_mb": 32, "replacement": "lru"}
 
@@ -84,3 +90,23 @@ def pretty(response) -> str:
         return json.dumps(response.get_json(), indent=1)[:3000]
     except Exception:
         return response.get_data(as_text=True)[:3000]
+
+
+def token_for(database_url: str, role: str = "admin", name: str = "tests") -> str:
+    """A new token of ``role`` in the database."""
+    with db.session_scope(database_url) as session:
+        return create_token(session, name, role)
+
+
+def with_token(app: Flask, role: str = "admin") -> Flask:
+    """Make the app's test clients send a new token of ``role`` with every request (a request's
+    own Authorization header still wins). ``FlaskClient(app)`` is a client without one."""
+    token = token_for(app.extensions["vmemlab"].settings.database_url, role)
+
+    class TokenClient(FlaskClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+    app.test_client_class = TokenClient
+    return app

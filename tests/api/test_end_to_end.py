@@ -27,13 +27,14 @@ from tests.conftest import DATA
 from tests.service.test_worker import Workers, _environment
 
 from .conftest import REDIS_URL
-from .helpers import HOST, TEMPLATE, experiment
+from .helpers import HOST, TEMPLATE, experiment, token_for
 
 
 class Http:
     """A real HTTP server on a free port, serving the app from a thread; a tiny client for it."""
 
-    def __init__(self, app):
+    def __init__(self, app, token: Optional[str] = None):
+        self.token = token
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.base = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -46,6 +47,8 @@ class Http:
     def call(self, method: str, path: str, body: Any = None, data: Optional[bytes] = None,
              headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
         headers = dict(headers or {})
+        if self.token:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
@@ -64,7 +67,7 @@ class Http:
 
 @contextmanager
 def _serve(settings: Settings) -> Iterator[Http]:
-    http = Http(create_app(settings))
+    http = Http(create_app(settings), token=token_for(settings.database_url))
     try:
         yield http
     finally:

@@ -1,8 +1,7 @@
 """Schemathesis over every operation of /api/v1/openapi.json: no 5xx, every response matches the
 documented schema, status code and content type. A bounded number of examples per operation here
 (VMEMLAB_FUZZ_EXAMPLES, default 25); ``bench/fuzz.py`` runs many more.
-
-Not done yet: the run sends no token, as the API has no authentication.
+Every generated request sends an admin token.
 """
 from __future__ import annotations
 
@@ -17,9 +16,9 @@ from hypothesis import HealthCheck, settings
 
 from service import db
 from service.app import create_app
-from service.settings import Settings, use_settings
+from service.settings import use_settings
 
-from .fuzzing import StatusRecord, call, copy_of, scripted, seed, spec_schema
+from .fuzzing import Seeded, StatusRecord, call, copy_of, scripted, seed, spec_schema
 
 EXAMPLES = int(os.environ.get("VMEMLAB_FUZZ_EXAMPLES", "25"))
 
@@ -28,17 +27,17 @@ RECORD = StatusRecord(schema)
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = seed(tmp_path_factory.mktemp("fuzz-seed"))
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    seeded = seed(tmp_path_factory.mktemp("fuzz-seed"))
     use_settings(None)
-    yield settings
+    yield seeded
 
 
 @pytest.fixture
-def fuzz_app(seeded: Settings, tmp_path: Path) -> Iterator[Flask]:
+def fuzz_app(seeded: Seeded, tmp_path: Path) -> Iterator[Flask]:
     """A fresh copy of the seeded application for each operation."""
     try:
-        yield create_app(copy_of(seeded, tmp_path))
+        yield create_app(copy_of(seeded.settings, tmp_path))
     finally:
         use_settings(None)
         db.dispose_engines()
@@ -48,17 +47,17 @@ def fuzz_app(seeded: Settings, tmp_path: Path) -> Iterator[Flask]:
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
-def test_api(case, fuzz_app: Flask) -> None:
-    call(case, fuzz_app, RECORD)
+def test_api(case, fuzz_app: Flask, seeded: Seeded) -> None:
+    call(case, fuzz_app, RECORD, seeded.token)
 
 
 
-def test_zz_every_documented_status_is_returned(fuzz_app: Flask) -> None:
+def test_zz_every_documented_status_is_returned(fuzz_app: Flask, seeded: Seeded) -> None:
     """After the generated requests (above), a scripted few for what random input does not reach:
     every (operation, status) the document lists must have been answered at least once."""
     if not RECORD.seen:
         pytest.skip("the generated requests did not run (run the whole file)")
-    scripted(schema, fuzz_app, RECORD)
+    scripted(schema, fuzz_app, RECORD, seeded.token)
     if os.environ.get("VMEMLAB_FUZZ_SUMMARY"):          # bench/fuzz.py prints it
         Path(os.environ["VMEMLAB_FUZZ_SUMMARY"]).write_text(json.dumps(RECORD.summary(), indent=1))
     assert RECORD.never_returned() == []

@@ -11,7 +11,7 @@ from service import db
 from service.models import Base
 
 TABLES = {"hosts", "vm_templates", "traces", "plugins", "experiments", "experiment_traces", "experiment_templates",
-          "runs", "run_series"}
+          "runs", "run_series", "api_tokens"}
 
 
 def _tables(url: str) -> set[str]:
