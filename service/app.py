@@ -16,7 +16,7 @@ from flask import Flask
 from . import db
 from .api import blueprints
 from .api.auth import SECURITY_SCHEME, TokenDocs, register_auth
-from .api.common import AppState, IdConverter, close_db
+from .api.common import AppState, IdConverter, LimitDocs, close_db
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.report import blp as report_blp
 from .api.schemas.experiments import ExperimentDocumentSchema
@@ -53,7 +53,8 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
                                          celery=celery)
     app.teardown_appcontext(close_db)
 
-    api = VmemlabApi(app, spec_kwargs={"extra_plugins": [TokenDocs(settings.open_reads)]})
+    api = VmemlabApi(app, spec_kwargs={"extra_plugins": [TokenDocs(settings.open_reads),
+                                                                LimitDocs(settings.max_page_size)]})
     api.spec.components.security_scheme(SECURITY_SCHEME, {
         "type": "http", "scheme": "bearer",
         "description": "A token from `vmemlab tokens create`: every write needs one, plugin registration an admin one."})

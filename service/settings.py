@@ -45,7 +45,8 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
 422 naming the limit and its value) and nothing is stored; ``vmemlab simulate`` applies none.
 
 ``VMEMLAB_MAX_PAGE_SIZE``
-    Most items one page of a list may hold (``page_size``; 10 by default). Default 100.
+    Most items one page of a list may hold (``page_size``; 10 by default). Default 100, at
+    most 10000.
 ``VMEMLAB_OPEN_READS``
     ``1``: anyone may read (GET) without a token; ``0``: reads need a token too. Writes always
     need a bearer token (``vmemlab tokens create``), and plugin registration an admin token.
@@ -147,7 +148,7 @@ class Settings:
             max_epochs=_count(env, "VMEMLAB_MAX_EPOCHS", 1_000_000),
             max_refs=_count(env, "VMEMLAB_MAX_REFS", 50_000_000_000),
             max_sim_memory_mb=_count(env, "VMEMLAB_MAX_SIM_MEMORY_MB", 4096),
-            max_page_size=_count(env, "VMEMLAB_MAX_PAGE_SIZE", 100),
+            max_page_size=_count(env, "VMEMLAB_MAX_PAGE_SIZE", 100, high=10_000),
             open_reads=_flag(env, "VMEMLAB_OPEN_READS", default=True),
             plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 60.0, low=0.0),
             requeue_after_s=_number(env, "VMEMLAB_REQUEUE_AFTER_S", float, 300.0, low=1.0),
@@ -225,11 +226,13 @@ def _number(env: Mapping[str, str], name: str, kind: type, default, *, low):
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, high: Optional[int] = None) -> int:
     """A positive whole number, also written as ``5e10``."""
     value = _number(env, name, float, default, low=1)
     if value == float("inf") or not float(value).is_integer():
         raise SettingsError(f"{name}={_text(env, name)!r}: expected a whole number")
+    if high is not None and value > high:
+        raise SettingsError(f"{name}={_text(env, name)!r}: must be at most {high}")
     return int(value)
 
 

@@ -6,6 +6,7 @@ import http
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
+from apispec import BasePlugin
 from celery import Celery
 from flask import current_app, g
 from flask_smorest import Blueprint as SmorestBlueprint
@@ -28,10 +29,16 @@ class StrictParser(FlaskParser):
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
 
+# List pages: the schema lets page_size up to this; the running application's VMEMLAB_MAX_PAGE_SIZE
+# (at most this) is what SQLPage enforces and what PageSizeDocs writes into the OpenAPI document.
+PAGE_SIZE_CEILING = 10_000
+
+
 class Blueprint(SmorestBlueprint):
     """flask-smorest's Blueprint with the strict parser; every API blueprint is one."""
 
     ARGUMENTS_PARSER = StrictParser()
+    DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 10, "max_page_size": PAGE_SIZE_CEILING}
 
 
 # Row ids are 32-bit (INTEGER primary keys on PostgreSQL): a larger id names nothing, and one past
@@ -129,6 +136,12 @@ class Listing:
 class SQLPage(Page):
     """Pages of a Listing: a COUNT for the total and OFFSET/LIMIT for the items."""
 
+    def __init__(self, collection: Any, page_params: Any):
+        limit = settings().max_page_size
+        if page_params.page_size > limit:
+            invalid("query", {"page_size": [f"must be at most {limit} (VMEMLAB_MAX_PAGE_SIZE)"]})
+        super().__init__(collection, page_params)
+
     @property
     def items(self) -> list[Any]:
         p = self.page_params
@@ -140,6 +153,22 @@ class SQLPage(Page):
     def item_count(self) -> int:
         counted = self.collection.statement.order_by(None).subquery()
         return db().scalar(select(func.count()).select_from(counted))
+
+
+class LimitDocs(BasePlugin):
+    """Documents the running application's limits: its page size limit in every ``page_size``
+    parameter, and 413 on every operation that takes a request body."""
+
+    def __init__(self, max_page_size: int):
+        self.max_page_size = max_page_size
+
+    def operation_helper(self, path: Optional[str] = None, operations: Optional[dict] = None, **_: Any) -> None:
+        for operation in (operations or {}).values():
+            if "requestBody" in operation:
+                operation.setdefault("responses", {}).setdefault("413", "REQUEST_ENTITY_TOO_LARGE")
+            for parameter in operation.get("parameters", []):
+                if isinstance(parameter, dict) and parameter.get("name") == "page_size":
+                    parameter.setdefault("schema", {})["maximum"] = self.max_page_size
 
 
 class QuerySchema(Schema):

@@ -177,6 +177,14 @@ def call(case: Any, app: Flask, record: StatusRecord, token: str) -> Any:
     return response
 
 
+def _concrete(path: str) -> str:
+    """A URL of an operation's path: id 1, plugin kvm."""
+    url = path.replace("{name}", "kvm")
+    for parameter in ("host_id", "template_id", "trace_id", "experiment_id", "run_id"):
+        url = url.replace("{" + parameter + "}", "1")
+    return url
+
+
 def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     """The statuses random input seldom or never reaches (conflicts, ETags, replays, a broker or a
     trace store failing, a missing token or role), each asked for once on the seeded application;
@@ -267,14 +275,24 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     with mock.patch("service.api.health._broker", raising(ConnectionError("broker down"))):
         request("GET", "/api/v1/health", "/api/v1/health", 503)
 
+    # a body over VMEMLAB_MAX_REQUEST_BYTES (traces have their own limit, above)
+    limited = authorized(create_app(dataclasses.replace(app.extensions["vmemlab"].settings, max_request_bytes=1024)),
+                         token).test_client()
+    for method, path, status in sorted(record.documented):
+        if status == "413" and path != traces:
+            url = _concrete(path)
+            current = client.get(url).headers.get("ETag")
+            etag = {"If-Match": current} if current and method in ("PUT", "PATCH") else {}
+            response = request(method, path, url, 413, as_client=limited, data=b'{"name": "' + b"x" * 2000 + b'"}',
+                               content_type="application/json", headers=etag)
+            assert "VMEMLAB_MAX_REQUEST_BYTES" in response.get_json()["message"]
+
     # without a token where one is needed (401), and with a write token where admin is (403)
     anonymous = FlaskClient(app)
     writer = FlaskClient(app)
     writer.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {_new_token(app.extensions['vmemlab'].settings, WRITE)}"
     for method, path, status in sorted(record.documented):
-        url = path.replace("{name}", "kvm")
-        for parameter in ("host_id", "template_id", "trace_id", "experiment_id", "run_id"):
-            url = url.replace("{" + parameter + "}", "1")
+        url = _concrete(path)
         if status == "401":
             request(method, path, url, 401, as_client=anonymous, json={})
         elif status == "403":

@@ -32,3 +32,27 @@ def test_default_limits(api, counts):
     assert api.get("/api/v1/experiments?page_size=100").status_code == 200
     r = api.get("/api/v1/experiments?page_size=101")
     assert r.status_code == 422 and "page_size" in r.get_json()["errors"]["query"]
+
+
+def test_a_body_over_the_request_limit_is_a_413_naming_the_limit(make_app, counts):
+    api = Api(make_app(max_request_bytes=4096).test_client())
+    before = counts()
+    document = experiment(policies=("static",), name="x" * 5000)
+    response = api.post("/api/v1/experiments", document)
+    assert response.status_code == 413
+    assert response.get_json()["message"] == ("the request body is larger than the limit of 4096 bytes "
+                                              "(VMEMLAB_MAX_REQUEST_BYTES)")
+    assert counts() == before
+    assert api.post("/api/v1/experiments", experiment(policies=("static",))).status_code == 201
+
+
+def test_page_size_is_bounded_by_the_setting_and_documented(make_app):
+    client = make_app(max_page_size=5).test_client()
+    assert client.get("/api/v1/runs?page_size=5").status_code == 200
+    response = client.get("/api/v1/runs?page_size=6")
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["query"]["page_size"] == ["must be at most 5 (VMEMLAB_MAX_PAGE_SIZE)"]
+    document = client.get("/api/v1/openapi.json").get_json()
+    for path in ("/api/v1/runs", "/api/v1/experiments", "/api/v1/hosts", "/api/v1/traces"):
+        (size,) = [p for p in document["paths"][path]["get"]["parameters"] if p["name"] == "page_size"]
+        assert size["schema"]["maximum"] == 5, path
