@@ -88,13 +88,27 @@ def revoke_token(session: Session, reference: str) -> ApiToken:
 
 def authenticate(session: Session, token: str) -> Optional[Principal]:
     """The principal of a presented token, or None if it is unknown or revoked."""
-    if not token.startswith(TOKEN_PREFIX):
-        return None
     wanted = digest(token)
     row = session.scalar(select(ApiToken).where(ApiToken.sha256 == wanted, ApiToken.revoked_at.is_(None)))
     if row is None or not hmac.compare_digest(row.sha256, wanted):
         return None
     return Principal(row.id, row.name, row.role)
+
+
+CONFIGURED_NAME = "VMEMLAB_ADMIN_TOKEN"
+
+
+def ensure_configured_token(session: Session, token: str) -> str:
+    """Store the admin token given in ``VMEMLAB_ADMIN_TOKEN`` (its hash) unless it is there
+    already. Returns ``added``, ``present``, or ``revoked`` (then it stays revoked: revoking is
+    for good, so the variable must change). The caller commits."""
+    row = session.scalar(select(ApiToken).where(ApiToken.sha256 == digest(token)))
+    if row is None:
+        issued = ApiToken(name=CONFIGURED_NAME, role=ADMIN, prefix=token[:PREFIX_CHARS], sha256=digest(token))
+        session.add(issued)
+        session.flush()
+        return "added"
+    return "revoked" if row.revoked_at is not None else "present"
 
 
 def has_tokens(session: Session) -> bool:

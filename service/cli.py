@@ -515,9 +515,11 @@ def command_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     _require_api()
     _settings()
-    if not args.no_upgrade:
+    if not args.no_upgrade:           # --no-upgrade: the database is not touched before serving
         upgrade_database(out)
     _check_port(args.host, args.port)
+    if not args.no_upgrade:
+        _warn_without_tokens(out)
     options = gunicorn_options(args.host, args.port, args.workers or default_web_workers(), args.threads,
                                args.access_log)
     options["loglevel"] = args.loglevel
@@ -561,7 +563,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_port(args.host, args.port)
     upgrade_database(out, prefix="vmemlab up: ")
     settings.ensure_dirs()
-    first_token = _first_admin_token()
+    first_token = _first_admin_token(out)
     submit_token = (os.environ.get("VMEMLAB_TOKEN") or _temporary_token()) if documents else None
 
     env = dict(os.environ, VMEMLAB_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
@@ -643,14 +645,45 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         supervisor.restore_signal_handlers()
 
 
-def _first_admin_token() -> str | None:
-    """Without any token the service would refuse every write: make an admin token then, to print."""
+def _first_admin_token(out: TextIO) -> str | None:
+    """Without any token the service would refuse every write: make an admin token then, to print
+    (unless VMEMLAB_ADMIN_TOKEN gives one)."""
     from . import auth, db
 
+    if _configured_token(out, "vmemlab up: "):
+        return None
     with db.session_scope() as session:
         if auth.has_tokens(session):
             return None
         return auth.create_token(session, "vmemlab up (first start)", auth.ADMIN)
+
+
+def _configured_token(out: TextIO, prefix: str) -> bool:
+    """Store VMEMLAB_ADMIN_TOKEN's hash if it is set; say so when it cannot be used."""
+    from . import auth, db
+
+    token = _settings().admin_token
+    if token is None:
+        return False
+    with db.session_scope() as session:
+        state = auth.ensure_configured_token(session, token)
+    if state == "revoked":
+        out.write(f"{prefix}VMEMLAB_ADMIN_TOKEN was revoked and stays revoked: set a new one\n")
+    elif state == "added":
+        out.write(f"{prefix}VMEMLAB_ADMIN_TOKEN stored as an admin token\n")
+    return True
+
+
+def _warn_without_tokens(out: TextIO) -> None:
+    from . import auth, db
+
+    if _configured_token(out, ""):
+        return
+    with db.session_scope() as session:
+        missing = not auth.has_tokens(session)
+    if missing:
+        out.write("warning: no API tokens: every write will be refused (401). Create one with "
+                  "`vmemlab tokens create --name NAME --role admin`, or set VMEMLAB_ADMIN_TOKEN\n")
 
 
 def _temporary_token() -> str:

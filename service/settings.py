@@ -51,6 +51,10 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     ``1``: anyone may read (GET) without a token; ``0``: reads need a token too. Writes always
     need a bearer token (``vmemlab tokens create``), and plugin registration an admin token.
     Default 1.
+``VMEMLAB_ADMIN_TOKEN``
+    An admin token to accept (at least 32 characters; e.g. ``vml_`` and ``secrets.token_urlsafe(32)``).
+    ``vmemlab serve`` and ``vmemlab up`` store its hash when they start, so that a deployment
+    (docker-compose) has a token without running ``vmemlab tokens create``. Default none.
 ``VMEMLAB_PLUGIN_TIME_LIMIT_S``
     Longest wall time one call of a plugin hook (``on_epoch``, ``select_victims``, ...) may take
     before the run fails naming the plugin; 0 means none. Default 60 s.
@@ -111,6 +115,7 @@ class Settings:
     max_sim_memory_mb: int = 4096
     max_page_size: int = 100
     open_reads: bool = True
+    admin_token: Optional[str] = field(default=None, repr=False)
     plugin_time_limit_s: float = 60.0
     requeue_after_s: float = 300.0
     heartbeat_s: float = 0.5
@@ -150,6 +155,7 @@ class Settings:
             max_sim_memory_mb=_count(env, "VMEMLAB_MAX_SIM_MEMORY_MB", 4096),
             max_page_size=_count(env, "VMEMLAB_MAX_PAGE_SIZE", 100, high=10_000),
             open_reads=_flag(env, "VMEMLAB_OPEN_READS", default=True),
+            admin_token=_secret(env, "VMEMLAB_ADMIN_TOKEN"),
             plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 60.0, low=0.0),
             requeue_after_s=_number(env, "VMEMLAB_REQUEUE_AFTER_S", float, 300.0, low=1.0),
             heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
@@ -234,6 +240,16 @@ def _count(env: Mapping[str, str], name: str, default: int, high: Optional[int] 
     if high is not None and value > high:
         raise SettingsError(f"{name}={_text(env, name)!r}: must be at most {high}")
     return int(value)
+
+
+def _secret(env: Mapping[str, str], name: str) -> Optional[str]:
+    text = _text(env, name)
+    if text is None:
+        return None
+    if len(text) < 32 or any(c.isspace() for c in text):
+        raise SettingsError(f"{name}: a token needs at least 32 characters and no spaces, e.g. "
+                            "python3 -c 'import secrets; print(\"vml_\" + secrets.token_urlsafe(32))'")
+    return text
 
 
 def _docs_url(env: Mapping[str, str]) -> Optional[str]:

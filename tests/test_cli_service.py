@@ -118,6 +118,31 @@ def test_tokens_create_list_revoke(embedded_env, capsys):
     assert code == 2 and "invalid choice" in err
 
 
+def test_serve_stores_a_configured_admin_token_or_warns_without_any(embedded_env, fake_gunicorn, monkeypatch, capsys):
+    from service import auth, db
+
+    code, out, _ = run(capsys, "serve", "--port", str(free_port()))
+    assert code == 0 and "warning: no API tokens: every write will be refused (401)" in out
+    token = "vml_" + "k" * 40
+    monkeypatch.setenv("VMEMLAB_ADMIN_TOKEN", token)
+    use_settings(None)
+    code, out, _ = run(capsys, "serve", "--port", str(free_port()))
+    assert code == 0 and "VMEMLAB_ADMIN_TOKEN stored as an admin token" in out and "warning" not in out
+    code, out, _ = run(capsys, "serve", "--port", str(free_port()))
+    assert code == 0 and "VMEMLAB_ADMIN_TOKEN" not in out               # stored once
+    with db.session_scope() as session:
+        assert auth.authenticate(session, token).role == "admin"
+        auth.revoke_token(session, auth.CONFIGURED_NAME)
+    code, out, _ = run(capsys, "serve", "--port", str(free_port()))
+    assert "was revoked and stays revoked" in out
+    with db.session_scope() as session:
+        assert auth.authenticate(session, token) is None
+    monkeypatch.setenv("VMEMLAB_ADMIN_TOKEN", "short")
+    use_settings(None)
+    code, _, err = run(capsys, "serve", "--port", str(free_port()))
+    assert code == 2 and "VMEMLAB_ADMIN_TOKEN: a token needs at least 32 characters" in err
+
+
 def test_db_needs_an_action(capsys):
     code, _, err = run(capsys, "db")
     assert code == 2 and "ACTION" in err
@@ -625,7 +650,7 @@ def test_compose_runs_the_cli_commands():
     for needle in ("DATABASE_URL: postgresql://vmemlab:vmemlab@postgres:5432/vmemlab",
                    "REDIS_URL: redis://redis:6379/0", "POSTGRES_USER: vmemlab", "POSTGRES_PASSWORD: vmemlab",
                    "POSTGRES_DB: vmemlab", "/api/v1/health", "pg_isready", "redis-cli", "inspect ping",
-                   "condition: service_healthy"):
+                   "condition: service_healthy", "VMEMLAB_ADMIN_TOKEN: ${VMEMLAB_ADMIN_TOKEN:?"):
         assert needle in COMPOSE, needle
     assert COMPOSE.count("healthcheck:") == 4
 
