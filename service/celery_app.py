@@ -8,7 +8,13 @@ Tasks get only a run id; the run row in the database is the lock and the record
 (service.tasks). Messages are acknowledged after the task ends (``acks_late``) and given back if
 the worker process dies, and every worker looks, every ``stale_after_s / 2`` seconds, for runs
 whose worker stopped heartbeating and queues them again: a run is never lost with its worker,
-and the run row makes sure it is done once.
+and the run row makes sure it is done once. The same sweep sends again the runs still queued
+``VMEMLAB_REQUEUE_AFTER_S`` after they were last sent (service.runs.unpublished_runs): a broker
+that lost its messages (a Redis restarted without persistence) loses no run.
+
+A worker whose broker goes away keeps running the simulations it has and reconnects, forever,
+when the broker returns (``broker_connection_max_retries`` None). An acknowledgement that could
+not be sent makes the broker deliver the message again; the run row turns that into a no-op.
 """
 from __future__ import annotations
 
@@ -42,6 +48,11 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_ignore_result=True,
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
+        # a worker that lost its broker reconnects when it returns, however long that takes, and
+        # goes on with the runs it has (their messages come back at worst as no-op duplicates)
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         enable_utc=True,
         timezone="UTC",
         worker_send_task_events=False,
@@ -77,12 +88,9 @@ def _recover(celery: Celery) -> None:
     from .runs import recover_and_enqueue
 
     try:
-        ids = recover_and_enqueue(app=celery)
+        recover_and_enqueue(app=celery)     # logs what it re-queued
     except Exception:  # a database or broker hiccup must not stop the worker
-        log.exception("looking for runs that lost their worker failed")
-        return
-    if ids:
-        log.warning("re-queued runs whose worker stopped heartbeating: %s", ", ".join(map(str, ids)))
+        log.exception("looking for runs that lost their worker or their message failed")
 
 
 @worker_process_init.connect

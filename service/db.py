@@ -5,6 +5,12 @@ the latest revision (``vmemlab db upgrade`` calls it). Nothing in the applicatio
 
 SQLite connections get foreign keys on, WAL journaling (readers do not block the writer: a worker
 writes progress while the API reads it) and a busy timeout instead of "database is locked".
+
+Other databases' connections are tested when taken from the pool (``pool_pre_ping``): one the
+server dropped (a restart, ``pg_terminate_backend``, an idle timeout) is replaced instead of
+failing the next request. A connection that drops in the middle of a transaction fails that
+transaction only: the API answers 503 (service.api.errors) and the workers retry their short
+transactions (service.tasks.with_db_retry).
 """
 from __future__ import annotations
 

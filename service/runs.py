@@ -1,12 +1,13 @@
-"""Runs outside the worker: enqueue, cancel, recover runs that lost their worker, read series,
-compare. Plain functions over a session, used by the API, the CLI and the workers."""
+"""Runs outside the worker: enqueue, cancel, recover runs that lost their worker or their message,
+read series, compare. Plain functions over a session, used by the API, the CLI and the workers."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from typing import Any, Iterable, Optional, Sequence
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import session_scope
@@ -15,6 +16,7 @@ from .settings import Settings, get_settings
 
 QUEUED, RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
 CANCELLED, SUCCEEDED = RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value
+log = logging.getLogger(__name__)
 
 
 def enqueue(run_ids: Iterable[int], app=None) -> list[str]:
@@ -65,19 +67,94 @@ def recover_stale_runs(session: Session, settings: Optional[Settings] = None,
             continue
         queued = session.execute(
             update(Run).where(Run.id == run_id, *stale)
-            .values(status=QUEUED, progress=0.0).execution_options(synchronize_session=False))
+            .values(status=QUEUED, progress=0.0, published_at=now).execution_options(synchronize_session=False))
         if queued.rowcount:
             requeued.append(run_id)
     return requeued
 
 
-def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[int]:
-    """``recover_stale_runs`` in its own transaction, then enqueue what it re-queued."""
-    with session_scope() as session:
-        ids = recover_stale_runs(session, settings)
-    if ids:
-        enqueue(ids, app=app)
+def _last_published():
+    return func.coalesce(Run.published_at, Run.created_at)
+
+
+def unpublished_runs(session: Session, settings: Optional[Settings] = None,
+                     now: Optional[dt.datetime] = None) -> list[int]:
+    """Runs still queued more than ``settings.requeue_after_s`` after their task was last sent
+    to the broker (``published_at``, else ``created_at``): the broker may have lost the message
+    (a Redis restarted without persistence). Each one's ``published_at`` becomes ``now`` and its
+    id is returned, to be enqueued again after the caller commits. A conditional update, so that
+    when several workers sweep at once each run is sent once; and if the message was not lost
+    after all, the second delivery is a no-op (the run row is the lock)."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.requeue_after_s)
+    due = (Run.status == QUEUED, _last_published() < cutoff)
+    ids = []
+    for run_id in session.scalars(select(Run.id).where(*due).order_by(Run.id)).all():
+        done = session.execute(update(Run).where(Run.id == run_id, *due).values(published_at=now)
+                               .execution_options(synchronize_session=False))
+        if done.rowcount:
+            ids.append(run_id)
     return ids
+
+
+def broker_backlog(app=None, queue: Optional[str] = None) -> Optional[int]:
+    """How many messages wait in the run queue of the broker, or None if it cannot tell."""
+    if app is None:
+        from .celery_app import app
+    queue = queue or get_settings().queue
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=2.0)
+            return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except Exception as exc:  # noqa: BLE001 - unknown (or no such queue, as in a Redis restarted
+        # empty): the caller sends again to be safe
+        log.info("cannot count the messages in queue %s: %s", queue, exc)
+        return None
+
+
+def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[int]:
+    """One sweep of a worker's recovery: ``recover_stale_runs``, then, if the broker's queue holds
+    fewer messages than there are queued runs (some were lost), ``unpublished_runs``; then
+    enqueue them all. (A long but intact backlog is not sent again.) A run that cannot be sent
+    (the broker is down) is due again at the next sweep; what was not sent is raised after the
+    rest was tried."""
+    settings = settings or get_settings()
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=settings.requeue_after_s)
+    with session_scope() as session:
+        stale = recover_stale_runs(session, settings, now)
+        due = session.scalar(select(func.count()).select_from(Run)
+                             .where(Run.status == QUEUED, _last_published() < cutoff))
+        queued = session.scalar(select(func.count()).select_from(Run).where(Run.status == QUEUED))
+    lost: list[int] = []
+    if due:
+        backlog = broker_backlog(app, settings.queue)
+        if backlog is None or backlog < queued - len(stale):
+            with session_scope() as session:
+                lost = unpublished_runs(session, settings, now)
+    ids = stale + lost
+    sent, failure = [], None
+    for run_id in ids:
+        try:
+            enqueue([run_id], app=app)
+            sent.append(run_id)
+        except Exception as exc:  # the broker is down: send the rest next time
+            failure = exc
+            break
+    unsent = [run_id for run_id in ids if run_id not in sent]
+    if unsent:
+        retry = now - dt.timedelta(seconds=settings.requeue_after_s)    # due at the next sweep
+        with session_scope() as session:
+            session.execute(update(Run).where(Run.id.in_(unsent), Run.status == QUEUED, Run.published_at == now)
+                            .values(published_at=retry).execution_options(synchronize_session=False))
+        raise RuntimeError(f"runs {', '.join(map(str, unsent))} could not be sent to the broker: {failure}") from failure
+    if stale:
+        log.warning("re-queued runs whose worker stopped heartbeating: %s", ", ".join(map(str, stale)))
+    if lost:
+        log.warning("sent again runs still queued %g s after they were last sent (the broker may have lost "
+                    "their messages): %s", settings.requeue_after_s, ", ".join(map(str, lost)))
+    return sent
 
 
 def run_series(session: Session, run_id: int) -> Optional[dict[str, Any]]:

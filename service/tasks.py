@@ -11,6 +11,21 @@
 4. While the simulation runs, progress and heartbeat are written at most every heartbeat
    interval, each in its own short transaction, and the same write reads ``cancel_requested``.
 5. The result (summary, metric columns, series, events, status) is written in one transaction.
+
+Faults:
+
+- Every database write and read of a run is retried a few times with backoff (about 3 s in
+  all) when the connection fails (``OperationalError``, a connection invalidated): each is one
+  short transaction, so a retry either repeats what was rolled back or, if only the answer to a
+  commit was lost, finds the attempt's own write and goes on. A heartbeat that still cannot be
+  written is skipped (the simulation goes on); a result that still cannot be stored leaves the
+  run ``running``, and once its heartbeat is stale another worker runs it again. Never half a
+  result: the result is one transaction.
+- Each call of a plugin hook is limited to ``VMEMLAB_PLUGIN_TIME_LIMIT_S`` (the engine's
+  HookTimer): a hook that overruns fails the run with an error naming the plugin and the hook.
+- With ``VMEMLAB_RUN_TIME_LIMIT_S`` the task has a soft time limit (the run fails with a clear
+  error) and a hard one a grace period later (``hard_time_limit``): a plugin stuck where no
+  signal reaches it gets its pool process killed, and the worker marks the run failed.
 """
 from __future__ import annotations
 
@@ -25,7 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import or_, update
+from celery.worker.request import Request
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from .celery_app import RUN_TASK, app
 from .db import session_scope
@@ -53,11 +70,54 @@ class Lease:
     worker: str
 
 
+# --- database retries ---------------------------------------------------------------------------
+
+# Waits between the tries of one database step whose connection failed: 6 tries in about 3 s.
+DB_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the connection rather than of the statement: worth trying again."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(exc, DisconnectionError):
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+
+
+def with_db_retry(what: str, step, *args: Any) -> Any:
+    """``step(*args, retried=...)``, tried again after each transient database failure, up to
+    ``len(DB_RETRY_DELAYS_S)`` times with backoff; ``retried`` tells the step whether an earlier
+    try failed (whose commit may have gone through with only its answer lost). Only for steps
+    that are one transaction each."""
+    retried = False
+    for delay in (*DB_RETRY_DELAYS_S, None):
+        try:
+            return step(*args, retried=retried)
+        except (DBAPIError, DisconnectionError) as exc:
+            if delay is None or not is_transient(exc):
+                raise
+            log.warning("%s: the database connection failed (%s); trying again in %g s", what, _first_line(exc), delay)
+            retried = True
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return f"{type(original).__name__}: {(str(original).strip().splitlines() or [''])[0][:200]}"
+
+
 # --- the state machine --------------------------------------------------------------------------
 
 def claim(run_id: int, worker: str, settings: Settings) -> Optional[Lease]:
     """Take the run if it is queued, or running with a heartbeat older than ``stale_after_s``."""
     now = utcnow()
+    return with_db_retry(f"run {run_id}: claim", _claim, run_id, worker, settings, now)
+
+
+def _claim(run_id: int, worker: str, settings: Settings, now: dt.datetime, *, retried: bool) -> Optional[Lease]:
     stale = now - dt.timedelta(seconds=settings.stale_after_s)
     with session_scope() as session:
         row = session.execute(
@@ -69,6 +129,10 @@ def claim(run_id: int, worker: str, settings: Settings) -> Optional[Lease]:
                     attempts=Run.attempts + 1, error=None, engine_version=ENGINE_VERSION)
             .returning(Run.attempts)
             .execution_options(synchronize_session=False)).first()
+        if row is None and retried:
+            # the earlier try's commit may have gone through: then the run is ours, started at `now`
+            row = session.execute(select(Run.attempts).where(
+                Run.id == run_id, Run.status == RUNNING, Run.worker == worker, Run.started_at == now)).first()
     return Lease(run_id, row.attempts, worker) if row is not None else None
 
 
@@ -82,6 +146,10 @@ def heartbeat(lease: Lease, progress: Optional[float] = None) -> bool:
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = min(max(float(progress), 0.0), 1.0)
+    return with_db_retry(f"run {lease.run_id}: heartbeat", _heartbeat, lease, values)
+
+
+def _heartbeat(lease: Lease, values: dict[str, Any], *, retried: bool) -> bool:
     with session_scope() as session:
         row = session.execute(update(Run).where(*_fence(lease)).values(**values)
                               .returning(Run.cancel_requested)
@@ -94,11 +162,25 @@ def heartbeat(lease: Lease, progress: Optional[float] = None) -> bool:
 def finish(lease: Lease, status: str, error: Optional[str] = None) -> bool:
     """End the attempt as failed or cancelled. False if the lease was lost (nothing written)."""
     now = utcnow()
+    return with_db_retry(f"run {lease.run_id}: finish as {status}", _finish, lease, status, error, now)
+
+
+def _finish(lease: Lease, status: str, error: Optional[str], now: dt.datetime, *, retried: bool) -> bool:
     with session_scope() as session:
         done = session.execute(update(Run).where(*_fence(lease))
                                .values(status=status, error=error, finished_at=now, heartbeat_at=now)
                                .execution_options(synchronize_session=False))
+        if not done.rowcount and retried:
+            return _ours(session, lease, status, now)
         return bool(done.rowcount)
+
+
+def _ours(session, lease: Lease, status: str, finished_at: dt.datetime) -> bool:
+    """Whether the run ended as ``status`` by this very attempt's write (whose commit went
+    through while its answer was lost)."""
+    return session.execute(select(Run.id).where(
+        Run.id == lease.run_id, Run.status == status, Run.attempts == lease.attempt,
+        Run.worker == lease.worker, Run.finished_at == finished_at)).first() is not None
 
 
 def store_result(lease: Lease, summary: dict[str, Any], series: dict[str, Any], events: list) -> None:
@@ -106,6 +188,12 @@ def store_result(lease: Lease, summary: dict[str, Any], series: dict[str, Any], 
     now = utcnow()
     summary = _finite(summary)
     metrics = {column: _metric(summary, path) for column, path in METRIC_COLUMNS.items()}
+    events = _finite(events)
+    with_db_retry(f"run {lease.run_id}: store the result", _store_result, lease, summary, metrics, series, events, now)
+
+
+def _store_result(lease: Lease, summary: dict[str, Any], metrics: dict[str, Any], series: dict[str, Any],
+                  events: list, now: dt.datetime, *, retried: bool) -> None:
     with session_scope() as session:
         done = session.execute(
             update(Run).where(*_fence(lease))
@@ -113,8 +201,13 @@ def store_result(lease: Lease, summary: dict[str, Any], series: dict[str, Any], 
                     summary=summary, engine_version=ENGINE_VERSION, **metrics)
             .execution_options(synchronize_session=False))
         if not done.rowcount:
+            if retried and _ours(session, lease, SUCCEEDED, now) and session.scalar(
+                    select(exists().where(RunSeries.run_id == lease.run_id))):
+                log.info("run %s: the result was stored by the earlier try (its commit's answer was lost)",
+                         lease.run_id)
+                return
             raise LeaseLost(f"run {lease.run_id}: attempt {lease.attempt} lost the run before storing its result")
-        session.add(RunSeries.pack(lease.run_id, series, _finite(events)))
+        session.add(RunSeries.pack(lease.run_id, series, events))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -131,7 +224,14 @@ class _Monitor:
         self.last = time.monotonic()
 
     def beat(self) -> None:
-        self.cancel = heartbeat(self.lease, self.fraction)
+        try:
+            self.cancel = heartbeat(self.lease, self.fraction)
+        except (DBAPIError, DisconnectionError) as exc:
+            if not is_transient(exc):
+                raise
+            # the simulation goes on; the result is stored if the database is back by then
+            log.warning("run %s: heartbeat not written, the database is unavailable (%s)",
+                        self.lease.run_id, _first_line(exc))
         self.last = time.monotonic()
 
     def progress(self, fraction: float) -> None:
@@ -161,12 +261,15 @@ def execute_run(run_id: int, worker: Optional[str] = None, settings: Optional[Se
         return "lost"
 
 
-def _execute(lease: Lease, settings: Settings) -> str:
+def _read_run(run_id: int, *, retried: bool) -> tuple[str, str, dict[str, Any], bool, dict[str, Any]]:
     with session_scope() as session:
-        run = session.get(Run, lease.run_id)
+        run = session.get(Run, run_id)
         experiment = session.get(Experiment, run.experiment_id)
-        name, pinned, params, cancel = run.policy_name, run.policy_version, dict(run.params), run.cancel_requested
-        document = experiment.scenario
+        return run.policy_name, run.policy_version, dict(run.params), run.cancel_requested, experiment.scenario
+
+
+def _execute(lease: Lease, settings: Settings) -> str:
+    name, pinned, params, cancel, document = with_db_retry(f"run {lease.run_id}: read", _read_run, lease.run_id)
     if cancel:
         return CANCELLED if finish(lease, CANCELLED) else "lost"
 
@@ -188,7 +291,8 @@ def _execute(lease: Lease, settings: Settings) -> str:
     monitor = _Monitor(lease, settings.heartbeat_s)
     monitor.beat()
     try:
-        result = simulate(scenario, policy, progress=monitor.progress, should_stop=monitor.should_stop)
+        result = simulate(scenario, policy, progress=monitor.progress, should_stop=monitor.should_stop,
+                          hook_time_limit_s=settings.plugin_time_limit_s or None)
     except LeaseLost:
         raise
     except RunCancelled as exc:
@@ -203,6 +307,14 @@ def _execute(lease: Lease, settings: Settings) -> str:
     try:
         store_result(lease, result.summary, result.series, result.events)
     except LeaseLost:
+        raise
+    except (DBAPIError, DisconnectionError) as exc:
+        if not is_transient(exc):
+            log.exception("run %s: storing the result failed", lease.run_id)
+            return _fail(lease, f"storing the result failed: {_first_line(exc)}")
+        # not the run's fault: it stays running, and runs again once its heartbeat is stale
+        log.error("run %s: the result could not be stored, the database is unavailable (%s); the run "
+                  "will be run again", lease.run_id, _first_line(exc))
         raise
     except Exception as exc:
         log.exception("run %s: storing the result failed", lease.run_id)
@@ -239,10 +351,6 @@ def _same_module(filename: str, module: str) -> bool:
     return path is not None and os.path.abspath(path) == os.path.abspath(filename)
 
 
-def default_worker_name(hostname: Optional[str] = None) -> str:
-    return f"{hostname or socket.gethostname()} pid {os.getpid()}"
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 def _finite(value: Any) -> Any:
@@ -269,8 +377,59 @@ def _metric(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 # --- the Celery task ------------------------------------------------------------------------------
 
-@app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-          soft_time_limit=get_settings().run_time_limit_s or None)
+def hard_time_limit(soft_s: float) -> Optional[float]:
+    """The hard time limit of a run task: the soft one and a grace period (half of it, 2 to 30 s)
+    to write the failure. None without a soft limit."""
+    if not soft_s:
+        return None
+    return soft_s + min(30.0, max(2.0, soft_s / 2))
+
+
+def fail_killed_run(run_id: int, worker: str, limit_s: float) -> bool:
+    """After the pool process ``worker`` running ``run_id`` was killed at the hard time limit
+    (in the worker's main process): fail the run if that process still held it."""
+    def step(*, retried: bool) -> bool:
+        with session_scope() as session:
+            run = session.execute(select(Run.policy_name, Run.policy_version).where(Run.id == run_id)).first()
+            if run is None:
+                return False
+            message = (f"policy {run.policy_name!r} {run.policy_version}: the run exceeded the hard time limit of "
+                       f"{limit_s:g} s on worker {worker}, whose process was killed")
+            now = utcnow()
+            done = session.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.worker == worker)
+                                   .values(status=FAILED, error=message, finished_at=now, heartbeat_at=now)
+                                   .execution_options(synchronize_session=False))
+            return bool(done.rowcount)
+    failed = with_db_retry(f"run {run_id}: fail after the hard time limit", step)
+    if failed:
+        log.error("run %s failed: killed at the hard time limit of %g s on %s", run_id, limit_s, worker)
+    return failed
+
+
+class RunRequest(Request):
+    """The run task's request in the worker's main process: when the pool process running it is
+    killed at the hard time limit, the run is marked failed (else it would stay ``running``, be
+    taken for lost once its heartbeat is stale, and run, and be killed, again and again)."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        try:
+            fail_killed_run(int(self.args[0]), default_worker_name(f"{self.hostname}", self.worker_pid), timeout)
+        except Exception:
+            log.exception("marking the run of task %s failed after its hard time limit failed", self.id)
+
+
+def default_worker_name(hostname: Optional[str] = None, pid: Optional[int] = None) -> str:
+    return f"{hostname or socket.gethostname()} pid {pid or os.getpid()}"
+
+
+_RUN_TIME_LIMIT_S = get_settings().run_time_limit_s
+
+
+@app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, Request=RunRequest,
+          soft_time_limit=_RUN_TIME_LIMIT_S or None, time_limit=hard_time_limit(_RUN_TIME_LIMIT_S))
 def run_simulation(self, run_id: int) -> str:
     """Simulate run ``run_id``; see the module docstring."""
     return execute_run(run_id, worker=default_worker_name(self.request.hostname))

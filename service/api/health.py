@@ -1,7 +1,7 @@
 """``/api/v1/health``: can the service do its work? The database (``SELECT 1``), the broker (a
 connection with a short timeout) and the workers, each reported; 200 when the database and the
-broker answer, 503 otherwise. Missing workers do not make the API unhealthy (runs wait in the
-queue), but are reported.
+broker answer, 503 otherwise, with a ``message`` naming what does not answer. Missing workers do
+not make the API unhealthy (runs wait in the queue), but are reported.
 
 Workers are found by a ``ping`` broadcast on Redis. The embedded SQLite broker cannot broadcast,
 so there the workers seen are those whose runs heartbeated recently.
@@ -46,6 +46,7 @@ class WorkersCheckSchema(CheckSchema):
 
 class HealthSchema(Schema):
     status = fields.String(metadata={"description": "ok; degraded (no worker seen); unavailable (503)"})
+    message = fields.String(metadata={"description": "with 503: what does not answer (the database, the broker)"})
     database = fields.Nested(CheckSchema)
     broker = fields.Nested(BrokerCheckSchema)
     workers = fields.Nested(WorkersCheckSchema)
@@ -63,7 +64,11 @@ class Health(MethodView):
         workers = _workers(ping=broker["ok"]) if database["ok"] else {"ok": None, "message": "database unavailable"}
         healthy = database["ok"] and broker["ok"]
         status = "unavailable" if not healthy else "ok" if workers.get("ok") else "degraded"
-        return {"status": status, "database": database, "broker": broker, "workers": workers}, 200 if healthy else 503
+        body = {"status": status, "database": database, "broker": broker, "workers": workers}
+        if not healthy:
+            down = [name for name, check in (("the database", database), ("the broker", broker)) if not check["ok"]]
+            body["message"] = f"{' and '.join(down)} {'does' if len(down) == 1 else 'do'} not answer; runs cannot be queued"
+        return body, 200 if healthy else 503
 
 
 def _timed(check) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -38,6 +41,70 @@ class RunCancelled(RuntimeError):
     pass
 
 
+class _HookTimeout(BaseException):
+    """Raised by the SIGALRM handler inside a hook that ran too long. A BaseException, so that a
+    plugin's ``except Exception`` cannot swallow it; the engine turns it into a PolicyError."""
+
+
+class HookTimer:
+    """Calls policy hooks with a wall-time limit per call.
+
+    In the main thread of a process with ``setitimer`` (a Celery prefork pool process, the CLI),
+    an ITIMER_REAL timer and a SIGALRM handler interrupt a hook that overruns, even one stuck in a
+    loop or a sleep; the previous SIGALRM handler and timer are restored after every call (a timer
+    that was running goes on with the time left). Elsewhere (another thread) no signal can be
+    used: the call is timed and fails after it returns. Either way the run fails with a
+    PolicyError naming the policy, the hook and the limit. ``limit_s`` None or 0: no limit.
+    """
+
+    def __init__(self, policy: str, limit_s: Optional[float]):
+        self.policy = policy
+        self.limit_s = float(limit_s) if limit_s and limit_s > 0 else None
+        self._active = False
+
+    def call(self, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.limit_s is None or self._active:
+            return fn(*args)
+        self._active = True
+        try:
+            if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+                return self._with_alarm(hook, fn, args)
+            start = time.monotonic()
+            result = fn(*args)
+            if time.monotonic() - start > self.limit_s:
+                raise self._error(hook)
+            return result
+        finally:
+            self._active = False
+
+    def _with_alarm(self, hook: str, fn: Callable[..., Any], args: tuple) -> Any:
+        def alarm(_signum: int, _frame: Any) -> None:
+            raise _HookTimeout()
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        start = time.monotonic()
+        old_delay, old_interval = 0.0, 0.0
+        try:
+            try:
+                old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, self.limit_s)
+                result = fn(*args)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if time.monotonic() - start > self.limit_s:     # a hook that replaced our handler
+                raise _HookTimeout()
+            return result
+        except _HookTimeout:
+            raise self._error(hook) from None
+        finally:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+            if old_delay > 0:       # someone else's timer: let it run for the time it had left
+                left = max(old_delay - (time.monotonic() - start), 1e-6)
+                signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+
+    def _error(self, hook: str) -> PolicyError:
+        return PolicyError(self.policy, f"{hook}() ran longer than the plugin hook time limit of {self.limit_s:g} s")
+
+
 @dataclass
 class RunResult:
     summary: dict[str, Any]
@@ -51,7 +118,8 @@ def _mb(pages: float) -> float:
 
 class Simulation:
     def __init__(self, scenario: Scenario, policy: Policy, *, validate: bool = True,
-                 load_trace: Optional[Callable[[str], np.ndarray]] = None):
+                 load_trace: Optional[Callable[[str], np.ndarray]] = None,
+                 hook_time_limit_s: Optional[float] = None):
         if validate:
             scenario.check()
         if load_trace is None:
@@ -59,6 +127,7 @@ class Simulation:
             load_trace = default_loader
         self.scenario = scenario
         self.policy = policy
+        self.hooks = HookTimer(policy.name, hook_time_limit_s)
         self.st = build(scenario, load_trace)
         self.n = len(scenario.vms)
         self.epoch_ns = scenario.epoch_s * 1e9
@@ -128,7 +197,8 @@ class Simulation:
 
     def _power_on(self, v: int, t_ns: float, restart: bool) -> None:
         vm = self.scenario.vms[v]
-        admission = self.policy.admit(self.host_view(t_ns / 1e9, self._epoch), self._vm_view(v, None), restart)
+        admission = self.hooks.call("admit", self.policy.admit, self.host_view(t_ns / 1e9, self._epoch),
+                                    self._vm_view(v, None), restart)
         if not isinstance(admission, Admission):
             raise PolicyError(self.policy.name, f"admit() must return an Admission, got {type(admission).__name__}")
         if not admission.admit:
@@ -185,7 +255,8 @@ class Simulation:
                 self._power_on(v, t0, restart=False)
             elif action == "stop" and self.vm_state[v] == "running":
                 self._power_off(v, t0, "stop")
-                self.policy.on_stop(self.host_view(t0 / 1e9, self._epoch), self._vm_view(v, None))
+                self.hooks.call("on_stop", self.policy.on_stop, self.host_view(t0 / 1e9, self._epoch),
+                                self._vm_view(v, None))
             elif action == "restart" and self.vm_state[v] == "running":
                 self._power_off(v, t0, "shutdown for restart")
                 self._power_on(v, t0, restart=True)
@@ -357,7 +428,8 @@ class Simulation:
         present = st.vm_i[v, I_PRESENT]
         candidates = np.flatnonzero(st.host_state[fb:fb + present] == H_RAM).astype(np.int64)
         need = int(math.ceil((st.vm_i[v, I_BACKED_Q] - st.vm_i[v, I_LIMIT_Q]) / Q_PER_PAGE))
-        chosen = self.policy.select_victims(host, host.vms[v], candidates.copy(), need)
+        chosen = self.hooks.call("select_victims", self.policy.select_victims, host, host.vms[v],
+                                 candidates.copy(), need)
         try:
             chosen = np.asarray(chosen, dtype=np.int64).ravel()
         except (TypeError, ValueError):
@@ -388,7 +460,7 @@ class Simulation:
         n_epochs = max(1, int(math.ceil(sc.duration_s / sc.epoch_s - 1e-9)))
         slice_ns = sc.slice_ms * 1e6
         self._epoch = 0
-        self._apply_host_decision(self.policy.setup(self.host_view(0.0, 0)))
+        self._apply_host_decision(self.hooks.call("setup", self.policy.setup, self.host_view(0.0, 0)))
         deltas = None
         for epoch in range(n_epochs):
             self._epoch = epoch
@@ -401,7 +473,7 @@ class Simulation:
                     self.st.vm_f[v, F_CLOCK] = max(self.st.vm_f[v, F_CLOCK], t0)
             self._end_due_samples(t0)
             view = self.host_view(t0 / 1e9, epoch, deltas)
-            self._apply(self.policy.on_epoch(view), t0, view)
+            self._apply(self.hooks.call("on_epoch", self.policy.on_epoch, view), t0, view)
             self._share(t1 - t0)
             self._report_free_pages()
             kernel.run_epoch(self.st, t0, t1, slice_ns)
@@ -446,7 +518,11 @@ class Simulation:
 
 def simulate(scenario: Scenario, policy: Policy, progress: Optional[Callable[[float], None]] = None,
              should_stop: Optional[Callable[[], bool]] = None, *, validate: bool = True,
-             load_trace: Optional[Callable[[str], np.ndarray]] = None) -> RunResult:
-    """Run ``scenario`` under ``policy``; a pure function of both and the scenario's seed."""
-    sim = Simulation(scenario, policy, validate=validate, load_trace=load_trace)
+             load_trace: Optional[Callable[[str], np.ndarray]] = None,
+             hook_time_limit_s: Optional[float] = None) -> RunResult:
+    """Run ``scenario`` under ``policy``; a pure function of both and the scenario's seed.
+    ``hook_time_limit_s``: longest wall time of one call of a policy hook (HookTimer); a hook
+    that runs longer fails the run with a PolicyError. None or 0: no limit."""
+    sim = Simulation(scenario, policy, validate=validate, load_trace=load_trace,
+                     hook_time_limit_s=hook_time_limit_s)
     return sim.run(progress=progress, should_stop=should_stop)

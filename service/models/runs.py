@@ -81,6 +81,9 @@ class Run(Base):
     started_at: Mapped[Optional[dt.datetime]]
     finished_at: Mapped[Optional[dt.datetime]]
     heartbeat_at: Mapped[Optional[dt.datetime]]
+    # when the run's task was last sent to the broker (None: when it was created); a run still
+    # queued long after this is sent again, in case the broker lost the message (service.runs)
+    published_at: Mapped[Optional[dt.datetime]]
     worker: Mapped[Optional[str]] = mapped_column(String(300))
     progress: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     error: Mapped[Optional[str]] = mapped_column(Text)

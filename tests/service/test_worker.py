@@ -105,8 +105,10 @@ def warm_engine() -> None:
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[Settings, Workers]]:
     """Nothing configured but a data folder: SQLite database, SQLite broker and results."""
+    # stale after 6 s: long enough that a loaded machine (one epoch taking seconds of wall time)
+    # does not make a live worker look dead
     env = _environment(VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2",
-                       VMEMLAB_STALE_HEARTBEATS="10")
+                       VMEMLAB_STALE_HEARTBEATS="30")
     settings = Settings.from_env(env)
     assert settings.embedded_broker and settings.database_url.startswith("sqlite:///")
     db.upgrade(settings.database_url)
