@@ -56,8 +56,9 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     ``vmemlab serve`` and ``vmemlab up`` store its hash when they start, so that a deployment
     (docker-compose) has a token without running ``vmemlab tokens create``. Default none.
 ``VMEMLAB_PLUGIN_TIME_LIMIT_S``
-    Longest wall time one call of a plugin hook (``on_epoch``, ``select_victims``, ...) may take
-    before the run fails naming the plugin; 0 means none. Default 60 s.
+    Longest wall time one call of a plugin hook (``setup``, ``admit``, ``on_stop``, ``on_epoch``,
+    ``select_victims``) may take on a worker before the run fails naming the plugin and the hook;
+    0 means none. Default 60 s. ``vmemlab simulate`` (local, e.g. under a debugger) applies none.
 ``VMEMLAB_REQUEUE_AFTER_S``
     A run still queued this long after it was last sent to the broker is sent again, in case
     the broker lost its message (a Redis restarted without persistence). A second delivery of a
@@ -71,7 +72,10 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     heartbeat). It must exceed the wall time of the longest stretch without progress: one epoch,
     or the first compile of the engine on a fresh machine (about 10 s).
 ``VMEMLAB_RUN_TIME_LIMIT_S``
-    Soft time limit of one run on a worker; 0 means none. Default 0.
+    Time limit of one run on a worker; 0 means none. Default 0. At the limit the run fails
+    (Celery's soft limit); a run that does not stop then (a plugin stuck in C code) is killed at
+    the hard limit, the limit plus min(30 s, max(2 s, limit / 2)): its pool process is replaced and
+    the run fails naming the plugin.
 ``VMEMLAB_SQL_ECHO``
     ``1`` logs every SQL statement. Default off.
 ``VMEMLAB_DOCS_UI_URL``
