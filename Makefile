@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run compare test bench bench-api fuzz clean
+.PHONY: setup run compare test bench bench-api load fuzz clean
 
 $(STAMP): pyproject.toml examples/third-party-policy/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(STAMP)
 
 bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
+
+load: $(STAMP)
+	$(BIN)/python bench/load.py
 
 fuzz: $(STAMP)
 	$(BIN)/python bench/fuzz.py

@@ -233,20 +233,28 @@ class Connection:
         self.conn: Optional[http.client.HTTPConnection] = None
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        status, _, payload = self.exchange(method, path, body)
+        return status, payload
+
+    def exchange(self, method: str, path: str, body: Any = None,
+                 headers: Optional[dict[str, str]] = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request with extra ``headers``: (status, response headers, body). bench/load.py
+        uses it for tokens, If-Match and Idempotency-Key."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        headers = {"Accept": "application/json"}
+        all_headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
         try:
-            self.conn.request(method, path, body=data, headers=headers)
+            self.conn.request(method, path, body=data, headers=all_headers)
             response = self.conn.getresponse()
             payload = response.read()
             if response.will_close:
                 self.close()
-            return response.status, payload
+            return response.status, response.headers, payload
         except (OSError, http.client.HTTPException):
             self.close()
             raise

@@ -42,8 +42,9 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         PROPAGATE_EXCEPTIONS=False,        # even under a debugger: errors are answered as JSON
         API_SPEC_OPTIONS={"info": {"description": f"vmemlab: virtualization-host memory policies compared "
-                                                  f"(engine {ENGINE_VERSION}). Errors: code, status, message, "
-                                                  "errors by location and field path."}},
+                                                  f"(engine {ENGINE_VERSION}). Writes need a bearer token "
+                                                  "(vmemlab tokens create), plugin administration an admin token. "
+                                                  "Errors: code, status, message, errors by location and field path."}},
     )
     if settings.docs_ui_url:
         app.config.update(OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL=settings.docs_ui_url)
