@@ -520,6 +520,9 @@ def command_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_port(args.host, args.port)
     if not args.no_upgrade:
         _warn_without_tokens(out)
+    from . import db
+
+    db.dispose_engines()        # no connection of this process may be inherited by the API's workers
     options = gunicorn_options(args.host, args.port, args.workers or default_web_workers(), args.threads,
                                args.access_log)
     options["loglevel"] = args.loglevel

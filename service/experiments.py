@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from importlib.metadata import entry_points
 from typing import Any, Optional, Sequence
 
 from sqlalchemy import select, update
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session
 from .engine import ENGINE_VERSION
 from .limits import check_limits, check_vm_count
 from .models import Experiment, Host, PluginRegistration, Run, RunStatus, Trace, VMTemplate
-from .policies import GROUP, BrokenPolicyError, UnknownPolicyError, load_policy
+from .policies import BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy
 from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
 from .sdk import Policy, PolicyParameterError
 from .settings import Settings, get_settings
@@ -279,7 +278,5 @@ def effective_params(cls: type[Policy], params: dict[str, Any]) -> dict[str, Any
 
 def _distribution(cls: type[Policy]) -> str:
     """The installed distribution whose entry point provides the policy."""
-    for ep in entry_points(group=GROUP):
-        if ep.name == cls.name:
-            return ep.dist.name if ep.dist is not None else ""
-    return ""
+    ep = entry_points_by_name().get(cls.name)
+    return ep.dist.name if ep is not None and ep.dist is not None else ""

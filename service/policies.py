@@ -2,6 +2,9 @@
 ``vmemlab.policies`` of an installed distribution. Nothing else is ever imported by name."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -33,12 +36,40 @@ class PolicyInfo:
     parameters: dict[str, Any]
 
 
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+_cache_lock = threading.Lock()
+_cache: tuple[Any, dict[str, EntryPoint]] = (None, {})
+
+
+def _search_path_state() -> tuple:
+    """What the installed distributions are read from: the search path and each folder's
+    modification time (installing or removing a distribution changes its folder's)."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, None))
+    return tuple(state)
+
+
+def entry_points_by_name() -> dict[str, EntryPoint]:
+    """The group's entry points by name. Reading them scans every installed distribution's
+    metadata (about 10 ms), so the answer is kept until the search path or one of its folders
+    changes."""
+    global _cache
+    key = _search_path_state()
+    with _cache_lock:
+        if _cache[0] == key:
+            return dict(_cache[1])
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    with _cache_lock:
+        _cache = (key, found)
+    return dict(found)
+
 
 
 def load_policy(name: str) -> type[Policy]:
-    eps = _entry_points()
+    eps = entry_points_by_name()
     if name not in eps:
         raise UnknownPolicyError(name, sorted(eps))
     try:
@@ -64,7 +95,7 @@ class BrokenPolicy:
 
 def broken_policies() -> list[BrokenPolicy]:
     out = []
-    for name, ep in sorted(_entry_points().items()):
+    for name, ep in sorted(entry_points_by_name().items()):
         try:
             load_policy(name)
         except BrokenPolicyError as exc:
@@ -76,7 +107,7 @@ def installed_policies() -> list[PolicyInfo]:
     """Every policy that loads. One broken third-party package must not hide the others: those
     that fail to import are left out here and reported by ``broken_policies()``."""
     out = []
-    for name, ep in sorted(_entry_points().items()):
+    for name, ep in sorted(entry_points_by_name().items()):
         try:
             cls = load_policy(name)
         except BrokenPolicyError:

@@ -56,7 +56,17 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int, access_lo
         # gunicorn >= 25.1 opens a control socket at one path per user ($HOME/.gunicorn): two
         # servers of one user (tests, a benchmark beside `make run`) would share it. Not used here.
         "control_socket_disable": True,
+        "post_fork": forget_inherited_connections,
     }
+
+
+def forget_inherited_connections(_server: Any = None, _worker: Any = None) -> None:
+    """gunicorn's post_fork: a worker must never use a pooled database connection it inherited
+    from the arbiter (`vmemlab serve` reads the database before it forks): two processes on one
+    socket mix up each other's answers."""
+    from . import db
+
+    db.dispose_engines(close=False)
 
 
 def run_gunicorn(options: dict[str, Any], app_factory: Callable[[], Any]) -> None:

@@ -239,6 +239,8 @@ def test_serve_migrates_then_runs_gunicorn(embedded_env, fake_gunicorn, capsys):
     assert options["worker_class"] == "gthread" and options["preload_app"] is False
     assert options["accesslog"] is None and options["factory"] is serving.load_app
     assert options["control_socket_disable"] is True     # no per-user socket shared by two servers
+    # the arbiter read the database (tokens): nothing pooled may reach the forked workers
+    assert options["post_fork"] is serving.forget_inherited_connections and not db._engines
 
 
 def test_serve_defaults_and_no_upgrade(embedded_env, fake_gunicorn, capsys):

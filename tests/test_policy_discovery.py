@@ -11,14 +11,14 @@ from service.cli import main
 
 @pytest.fixture
 def with_broken_plugin(monkeypatch):
-    real = policies._entry_points
+    real = policies.entry_points_by_name
 
     def entry_points():
         eps = dict(real())
         eps["broken-one"] = EntryPoint(name="broken-one", value="no_such_module_xyz:Policy", group=policies.GROUP)
         return eps
 
-    monkeypatch.setattr(policies, "_entry_points", entry_points)
+    monkeypatch.setattr(policies, "entry_points_by_name", entry_points)
 
 
 def test_a_broken_plugin_is_reported_not_fatal(with_broken_plugin, capsys):
@@ -32,3 +32,19 @@ def test_a_broken_plugin_is_reported_not_fatal(with_broken_plugin, capsys):
     assert "static 1.0.0" in out and "broken-one" in err and "failed to import" in err
     with pytest.raises(policies.BrokenPolicyError, match="broken-one"):
         policies.load_policy("broken-one")
+
+
+def test_a_distribution_installed_while_running_is_found(tmp_path, monkeypatch):
+    """Entry points are cached, but a distribution appearing in a folder of the search path (an
+    install) or a new folder on it is seen at the next look-up."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = policies.entry_points_by_name()
+    assert "static" in before and "late-policy" not in before
+    assert policies.entry_points_by_name().keys() == before.keys()          # from the cache
+    info = tmp_path / "late_policy-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: late-policy\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{policies.GROUP}]\nlate-policy = late_policy:Late\n")
+    import os
+    os.utime(tmp_path, ns=(0, os.stat(tmp_path).st_mtime_ns + 10**9))     # coarse clocks: a visible change
+    assert "late-policy" in policies.entry_points_by_name()

@@ -3,6 +3,7 @@ running application, pagination of SQL queries, ETags from a row's version, and 
 from __future__ import annotations
 
 import http
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class StrictParser(FlaskParser):
@@ -92,7 +94,10 @@ def db() -> Session:
 def close_db(_exc: Optional[BaseException] = None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
-        session.close()
+        try:
+            session.close()
+        except Exception:       # a connection that broke mid-request: the pool drops it; the answer is sent
+            log.warning("closing the request's database session failed", exc_info=True)
 
 
 def get_or_404(model: type[T], ident: Any, what: str) -> T:

@@ -8,8 +8,6 @@ name. Experiments naming a disabled plugin are refused (422).
 """
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 from flask import url_for
 from flask.views import MethodView
 from flask_smorest import abort
@@ -18,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..catalog import sync_plugins
 from ..models import PluginRegistration
-from ..policies import GROUP, BrokenPolicyError
+from ..policies import GROUP, BrokenPolicyError, entry_points_by_name
 from .auth import admin_only
 from .common import Blueprint, db, documented_errors, invalid
 from .schemas.plugins import PluginPatchSchema, PluginQuerySchema, PluginRegisterSchema, PluginSchema
@@ -28,7 +26,7 @@ blp = Blueprint("plugins", __name__, description="Policies installed as entry po
 
 def installed_names() -> set[str]:
     """Names advertised in the group, read from the installed distributions' metadata (no import)."""
-    return {ep.name for ep in entry_points(group=GROUP)}
+    return set(entry_points_by_name())
 
 
 def _sync() -> list[PluginRegistration]:
