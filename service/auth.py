@@ -37,9 +37,6 @@ class Principal:
     name: str
     role: str
 
-    def may(self, role: str) -> bool:
-        return self.role == ADMIN or role == WRITE
-
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -100,15 +97,21 @@ CONFIGURED_NAME = "VMEMLAB_ADMIN_TOKEN"
 
 def ensure_configured_token(session: Session, token: str) -> str:
     """Store the admin token given in ``VMEMLAB_ADMIN_TOKEN`` (its hash) unless it is there
-    already. Returns ``added``, ``present``, or ``revoked`` (then it stays revoked: revoking is
-    for good, so the variable must change). The caller commits."""
+    already. A new value replaces the old: earlier configured tokens are revoked (rotating a
+    leaked secret is changing the variable). Returns ``added``, ``present``, ``revoked`` (it
+    stays revoked: revoking is for good, so the variable must change) or ``not admin`` (the
+    value is a token created with another role). The caller commits."""
     row = session.scalar(select(ApiToken).where(ApiToken.sha256 == digest(token)))
-    if row is None:
-        issued = ApiToken(name=CONFIGURED_NAME, role=ADMIN, prefix=token[:PREFIX_CHARS], sha256=digest(token))
-        session.add(issued)
-        session.flush()
-        return "added"
-    return "revoked" if row.revoked_at is not None else "present"
+    if row is not None:
+        if row.revoked_at is not None:
+            return "revoked"
+        return "present" if row.role == ADMIN else "not admin"
+    for earlier in session.scalars(select(ApiToken).where(ApiToken.name == CONFIGURED_NAME,
+                                                         ApiToken.revoked_at.is_(None))):
+        earlier.revoked_at = utcnow()
+    session.add(ApiToken(name=CONFIGURED_NAME, role=ADMIN, prefix=token[:PREFIX_CHARS], sha256=digest(token)))
+    session.flush()
+    return "added"
 
 
 def has_tokens(session: Session) -> bool:

@@ -463,9 +463,24 @@ def command_tokens_create(args: argparse.Namespace, out: TextIO, err: TextIO) ->
     return 0
 
 
+def _tokens_table_ready() -> None:
+    from . import db
+
+    settings = _settings()
+    try:
+        current, head = db.current_revision(), db.head_revision()
+    except Exception as exc:
+        raise UsageError(f"database {_display_url(settings.database_url)}: cannot read it: "
+                         f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}") from None
+    if current != head:
+        raise UsageError(f"database {_display_url(settings.database_url)} is at revision {current or 'empty'}, "
+                         f"not {head}: run `vmemlab db upgrade` first")
+
+
 def command_tokens_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from . import auth, db
 
+    _tokens_table_ready()
     with db.session_scope() as session:
         rows = [(str(t.id), t.name, t.role, t.prefix + "...", _when(t.created_at), _when(t.revoked_at) or "-")
                 for t in auth.list_tokens(session, include_revoked=args.all)]
@@ -478,6 +493,7 @@ def command_tokens_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 def command_tokens_revoke(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from . import auth, db
 
+    _tokens_table_ready()
     with db.session_scope() as session:
         try:
             row = auth.revoke_token(session, args.token)
@@ -567,6 +583,11 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     upgrade_database(out, prefix="vmemlab up: ")
     settings.ensure_dirs()
     first_token = _first_admin_token(out)
+    if first_token:           # now: should the start fail below, the token is not lost unseen
+        out.write(f"vmemlab up: token   {first_token}\n"
+                  "vmemlab up:         an admin token, made now because the database had none; it is shown only "
+                  "once: keep it (vmemlab tokens create makes more)\n")
+        out.flush()
     submit_token = (os.environ.get("VMEMLAB_TOKEN") or _temporary_token()) if documents else None
 
     env = dict(os.environ, VMEMLAB_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
@@ -604,10 +625,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                if getattr(settings, "docs_ui_url", None) else "")
             + f"vmemlab up: worker  Celery, broker {broker} (pid {worker.pid})\n"
             f"vmemlab up: submit  vmemlab submit SCENARIO.json --url {client.base_url} --token TOKEN --wait\n"
-            + (f"vmemlab up: token   {first_token}\n"
-               "vmemlab up:         an admin token, made now because the database had none; it is shown only "
-               "once: keep it (vmemlab tokens create makes more)\n" if first_token else
-               "vmemlab up: tokens  writes need a bearer token: vmemlab tokens list / create\n")
+            + ("" if first_token else "vmemlab up: tokens  writes need a bearer token: vmemlab tokens list / create\n")
             + "vmemlab up: Ctrl-C stops both\n")
         out.flush()
         status = 0
@@ -662,19 +680,27 @@ def _first_admin_token(out: TextIO) -> str | None:
 
 
 def _configured_token(out: TextIO, prefix: str) -> bool:
-    """Store VMEMLAB_ADMIN_TOKEN's hash if it is set; say so when it cannot be used."""
+    """Store VMEMLAB_ADMIN_TOKEN's hash if it is set; say so when it cannot be used. True if
+    it is set and usable."""
+    from sqlalchemy.exc import IntegrityError
+
     from . import auth, db
 
     token = _settings().admin_token
     if token is None:
         return False
-    with db.session_scope() as session:
-        state = auth.ensure_configured_token(session, token)
+    try:
+        with db.session_scope() as session:
+            state = auth.ensure_configured_token(session, token)
+    except IntegrityError:            # another process stored it at the same moment
+        state = "present"
     if state == "revoked":
-        out.write(f"{prefix}VMEMLAB_ADMIN_TOKEN was revoked and stays revoked: set a new one\n")
+        out.write(f"{prefix}warning: VMEMLAB_ADMIN_TOKEN was revoked and stays revoked: set a new one\n")
+    elif state == "not admin":
+        out.write(f"{prefix}warning: VMEMLAB_ADMIN_TOKEN is a token of another role; set a new one\n")
     elif state == "added":
-        out.write(f"{prefix}VMEMLAB_ADMIN_TOKEN stored as an admin token\n")
-    return True
+        out.write(f"{prefix}VMEMLAB_ADMIN_TOKEN stored as an admin token (earlier values revoked)\n")
+    return state in ("added", "present")
 
 
 def _warn_without_tokens(out: TextIO) -> None:

@@ -16,6 +16,7 @@ from .settings import Settings, get_settings
 
 QUEUED, RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
 CANCELLED, SUCCEEDED = RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value
+FAILED = RunStatus.FAILED.value
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +52,9 @@ def request_cancel(session: Session, run_id: int) -> Optional[Run]:
 def recover_stale_runs(session: Session, settings: Optional[Settings] = None,
                        now: Optional[dt.datetime] = None) -> list[int]:
     """Runs marked running whose heartbeat is older than ``settings.stale_after_s`` lost their
-    worker: each goes back to queued (or to cancelled, if a cancellation was asked for) and its id
-    is returned, to be enqueued after the caller commits. Each transition is a conditional
+    worker: each goes back to queued (or to cancelled, if a cancellation was asked for; or to
+    failed, after ``settings.max_attempts`` attempts) and the re-queued ids are returned, to be
+    enqueued after the caller commits. Each transition is a conditional
     update, so when several workers sweep at once each run is re-queued once."""
     settings = settings or get_settings()
     now = now or utcnow()
@@ -64,6 +66,17 @@ def recover_stale_runs(session: Session, settings: Optional[Settings] = None,
             update(Run).where(Run.id == run_id, Run.cancel_requested.is_(True), *stale)
             .values(status=CANCELLED, finished_at=now).execution_options(synchronize_session=False))
         if cancelled.rowcount:
+            continue
+        row = session.execute(select(Run.attempts, Run.worker, Run.policy_name, Run.policy_version)
+                              .where(Run.id == run_id)).first()
+        if row is not None and row.attempts >= settings.max_attempts:
+            # a plugin that kills its process or hangs without heartbeats would take worker after worker
+            message = (f"policy {row.policy_name!r} {row.policy_version}: the run lost its worker {row.attempts} times "
+                       f"(the last: {row.worker}), killed or stuck without a heartbeat; it is not run again "
+                       f"(VMEMLAB_MAX_ATTEMPTS={settings.max_attempts})")
+            session.execute(update(Run).where(Run.id == run_id, Run.attempts == row.attempts, *stale)
+                            .values(status=FAILED, finished_at=now, error=message)
+                            .execution_options(synchronize_session=False))
             continue
         queued = session.execute(
             update(Run).where(Run.id == run_id, *stale)

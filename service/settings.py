@@ -58,7 +58,13 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
 ``VMEMLAB_PLUGIN_TIME_LIMIT_S``
     Longest wall time one call of a plugin hook (``setup``, ``admit``, ``on_stop``, ``on_epoch``,
     ``select_victims``) may take on a worker before the run fails naming the plugin and the hook;
-    0 means none. Default 60 s. ``vmemlab simulate`` (local, e.g. under a debugger) applies none.
+    0 means none. Default 10 s. It must be shorter than the stale time (``VMEMLAB_HEARTBEAT_S`` ×
+    ``VMEMLAB_STALE_HEARTBEATS``): no heartbeat is written while a hook runs. ``vmemlab
+    simulate`` (local, e.g. under a debugger) applies none.
+``VMEMLAB_MAX_ATTEMPTS``
+    A run whose worker stops heartbeating is run again, at most this many attempts in all; then
+    it fails (a plugin that kills its process or hangs in C code would otherwise take worker
+    after worker). Default 3.
 ``VMEMLAB_REQUEUE_AFTER_S``
     A run still queued this long after it was last sent to the broker is sent again, in case
     the broker lost its message (a Redis restarted without persistence). A second delivery of a
@@ -120,7 +126,8 @@ class Settings:
     max_page_size: int = 100
     open_reads: bool = True
     admin_token: Optional[str] = field(default=None, repr=False)
-    plugin_time_limit_s: float = 60.0
+    plugin_time_limit_s: float = 10.0
+    max_attempts: int = 3
     requeue_after_s: float = 300.0
     heartbeat_s: float = 0.5
     stale_heartbeats: int = 60
@@ -143,7 +150,7 @@ class Settings:
         if database_url.startswith("postgres://"):
             database_url = "postgresql://" + database_url[len("postgres://"):]
         trace_dir = _text(env, "VMEMLAB_TRACE_DIR")
-        return cls(
+        settings = cls(
             data_dir=data_dir,
             database_url=database_url,
             redis_url=_text(env, "REDIS_URL"),
@@ -160,7 +167,8 @@ class Settings:
             max_page_size=_count(env, "VMEMLAB_MAX_PAGE_SIZE", 100, high=10_000),
             open_reads=_flag(env, "VMEMLAB_OPEN_READS", default=True),
             admin_token=_secret(env, "VMEMLAB_ADMIN_TOKEN"),
-            plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 60.0, low=0.0),
+            plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 10.0, low=0.0),
+            max_attempts=_count(env, "VMEMLAB_MAX_ATTEMPTS", 3),
             requeue_after_s=_number(env, "VMEMLAB_REQUEUE_AFTER_S", float, 300.0, low=1.0),
             heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
             stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 60, low=2),
@@ -168,6 +176,12 @@ class Settings:
             sql_echo=_flag(env, "VMEMLAB_SQL_ECHO"),
             docs_ui_url=_docs_url(env),
         )
+        if 0 < settings.plugin_time_limit_s and settings.plugin_time_limit_s >= settings.stale_after_s:
+            raise SettingsError(
+                f"VMEMLAB_PLUGIN_TIME_LIMIT_S={settings.plugin_time_limit_s:g} must be shorter than the time after which "
+                f"a run without heartbeat is taken for lost, {settings.stale_after_s:g} s (VMEMLAB_HEARTBEAT_S x "
+                "VMEMLAB_STALE_HEARTBEATS): no heartbeat is written while a hook runs")
+        return settings
 
     # --- derived -----------------------------------------------------------------------------
 

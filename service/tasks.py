@@ -30,6 +30,7 @@ Faults:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from .celery_app import RUN_TASK, app
 from .db import session_scope
 from .engine import ENGINE_VERSION, PolicyError, RunCancelled, simulate
+from .engine.simulator import HookTimer
 from .models import METRIC_COLUMNS, Experiment, Run, RunSeries, RunStatus, utcnow
 from .policies import BrokenPolicyError, UnknownPolicyError, load_policy
 from .scenario import ScenarioValidationError, load_scenario
@@ -124,7 +126,8 @@ def _claim(run_id: int, worker: str, settings: Settings, now: dt.datetime, *, re
             update(Run)
             .where(Run.id == run_id,
                    or_(Run.status == QUEUED,
-                       (Run.status == RUNNING) & or_(Run.heartbeat_at < stale, Run.heartbeat_at.is_(None))))
+                       (Run.status == RUNNING) & (Run.attempts < settings.max_attempts)
+                       & or_(Run.heartbeat_at < stale, Run.heartbeat_at.is_(None))))
             .values(status=RUNNING, worker=worker, started_at=now, heartbeat_at=now, progress=0.0,
                     attempts=Run.attempts + 1, error=None, engine_version=ENGINE_VERSION)
             .returning(Run.attempts)
@@ -284,9 +287,12 @@ def _execute(lease: Lease, settings: Settings) -> str:
     except ScenarioValidationError as exc:
         return _fail(lease, f"the experiment's scenario cannot be loaded on worker {lease.worker}: {exc}")
     try:
-        policy = cls.create(params)
+        policy = HookTimer(name, settings.plugin_time_limit_s or None).call("create", cls.create, params)
     except PolicyParameterError as exc:
         return _fail(lease, str(exc))
+    except Exception as exc:         # the plugin's own constructor
+        log.exception("run %s: creating the policy failed", lease.run_id)
+        return _fail(lease, describe_failure(exc, cls))
 
     monitor = _Monitor(lease, settings.heartbeat_s)
     monitor.beat()
@@ -305,6 +311,12 @@ def _execute(lease: Lease, settings: Settings) -> str:
         log.exception("run %s failed", lease.run_id)
         return _fail(lease, describe_failure(exc, cls))
     try:
+        json.dumps(_finite(result.summary), allow_nan=False)
+        json.dumps(_finite(result.events), allow_nan=False)
+    except (TypeError, ValueError) as exc:      # e.g. a decision's free text that is not text
+        return _fail(lease, f"policy {name!r} {pinned}: the run's summary or events cannot be stored as JSON "
+                            f"({exc}); check what the plugin puts in its decisions' reasons and metrics")
+    try:
         store_result(lease, result.summary, result.series, result.events)
     except LeaseLost:
         raise
@@ -318,7 +330,7 @@ def _execute(lease: Lease, settings: Settings) -> str:
         raise
     except Exception as exc:
         log.exception("run %s: storing the result failed", lease.run_id)
-        return _fail(lease, f"storing the result failed: {type(exc).__name__}: {exc}")
+        return _fail(lease, f"storing the result failed: {_first_line(exc)}")
     log.info("run %s: succeeded", lease.run_id)
     return SUCCEEDED
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_smorest import Api
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
@@ -38,8 +38,10 @@ def _message(code: int, error: HTTPException, errors: Any) -> str:
     if code >= 500:
         return INTERNAL_MESSAGE
     if code == 413:
-        variable = "VMEMLAB_MAX_TRACE_BYTES" if (request.endpoint or "").startswith("traces.") else "VMEMLAB_MAX_REQUEST_BYTES"
-        return f"the request body is larger than the limit of {request.max_content_length} bytes ({variable})"
+        if (request.endpoint or "").startswith("traces."):
+            limit = current_app.extensions["vmemlab"].settings.max_trace_bytes
+            return f"the trace is larger than the limit of {limit} bytes (VMEMLAB_MAX_TRACE_BYTES)"
+        return f"the request body is larger than the limit of {request.max_content_length} bytes (VMEMLAB_MAX_REQUEST_BYTES)"
     if isinstance(errors, dict) and errors:
         fields = [f"{path}" if location == "json" else f"{location} {path}"
                   for location, messages in errors.items()

@@ -31,7 +31,8 @@ def test_the_full_stack_from_two_urls(tmp_path):
 
 def test_access_and_page_defaults_and_overrides():
     default = Settings.from_env({})
-    assert default.open_reads and default.max_page_size == 100 and default.plugin_time_limit_s == 60.0
+    assert default.open_reads and default.max_page_size == 100 and default.plugin_time_limit_s == 10.0
+    assert default.max_attempts == 3
     closed = Settings.from_env({"VMEMLAB_OPEN_READS": "0", "VMEMLAB_MAX_PAGE_SIZE": "500",
                                 "VMEMLAB_PLUGIN_TIME_LIMIT_S": "0", "VMEMLAB_REQUEUE_AFTER_S": "30"})
     assert not closed.open_reads and closed.max_page_size == 500
@@ -41,7 +42,8 @@ def test_access_and_page_defaults_and_overrides():
 @pytest.mark.parametrize("name, value", [("VMEMLAB_HEARTBEAT_S", "fast"), ("VMEMLAB_HEARTBEAT_S", "0"),
                                          ("VMEMLAB_STALE_HEARTBEATS", "1.5"), ("VMEMLAB_SQL_ECHO", "maybe"),
                                          ("VMEMLAB_MAX_PAGE_SIZE", "10001"), ("VMEMLAB_MAX_PAGE_SIZE", "0"),
-                                         ("VMEMLAB_OPEN_READS", "perhaps"), ("VMEMLAB_PLUGIN_TIME_LIMIT_S", "-1")])
+                                         ("VMEMLAB_OPEN_READS", "perhaps"), ("VMEMLAB_PLUGIN_TIME_LIMIT_S", "-1"),
+                                         ("VMEMLAB_PLUGIN_TIME_LIMIT_S", "30"), ("VMEMLAB_MAX_ATTEMPTS", "0")])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})

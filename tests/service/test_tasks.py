@@ -196,6 +196,49 @@ def test_recovery_requeues_stale_runs_once_and_honours_cancellation(settings):
     assert execute_run(ids[0]) == "succeeded" and _run(ids[0]).attempts == 2
 
 
+def test_a_run_that_keeps_losing_its_worker_fails_after_the_last_attempt(settings):
+    """A plugin that kills its process, or hangs in C code without heartbeats, must not take
+    worker after worker: after VMEMLAB_MAX_ATTEMPTS the run fails, naming the policy."""
+    (run_id,) = _experiment(tiny())
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=settings.stale_after_s + 1)
+    _set(run_id, status="running", attempts=settings.max_attempts, worker="w3", heartbeat_at=old)
+    assert execute_run(run_id, worker="w4") == "skipped"          # a late redelivery cannot take it
+    with db.session_scope() as s:
+        assert recover_stale_runs(s) == []
+    run = _run(run_id)
+    assert run.status == "failed" and run.attempts == settings.max_attempts and _series_rows(run_id) == 0
+    assert run.error.startswith(f"policy 'static' {StaticPolicy.version}: the run lost its worker 3 times (the last: w3)")
+    assert "VMEMLAB_MAX_ATTEMPTS=3" in run.error
+
+
+def test_a_plugin_whose_constructor_raises_fails_the_run_naming_it(settings, monkeypatch):
+    class Unbuildable(StaticPolicy):
+        def __init__(self, **params):
+            raise KeyError("missing-config")
+
+    monkeypatch.setattr(tasks, "load_policy", lambda name: Unbuildable)
+    (run_id,) = _experiment(tiny())
+    assert execute_run(run_id) == "failed"
+    run = _run(run_id)
+    assert run.status == "failed" and run.error.startswith(f"policy 'static' {StaticPolicy.version} raised KeyError")
+    assert "in __init__" in run.error and _series_rows(run_id) == 0
+
+
+def test_a_result_that_is_not_json_fails_the_run_without_sql_in_the_error(settings, monkeypatch):
+    from service.sdk import Admission
+
+    class Odd(StaticPolicy):
+        def admit(self, host, vm, restart):
+            return Admission(False, reason={"a set", "is not JSON"})
+
+    monkeypatch.setattr(tasks, "load_policy", lambda name: Odd)
+    (run_id,) = _experiment(tiny())
+    assert execute_run(run_id) == "failed"
+    run = _run(run_id)
+    assert run.error.startswith(f"policy 'static' {StaticPolicy.version}: the run's summary or events cannot be stored")
+    assert "SQL" not in run.error and "UPDATE" not in run.error and run.summary is None and _series_rows(run_id) == 0
+
+
 def test_compare_against_the_static_baseline(settings):
     ids = _experiment(tiny(policies=("overcommit", "static", "dynamic-memory")))
     for run_id in ids:
