@@ -17,7 +17,7 @@
 4. The time from ``POST /api/v1/experiments`` (one small run) to that run finished, with the worker.
 5. The same reads while the worker simulates (two busy runs), to show the API still answers.
 
-Run:  .venv/bin/python bench/api.py [--seconds 10] [--clients 50] [--runs 1000] [--url URL]
+Run:  .venv/bin/python bench/api.py [--seconds 10] [--clients 50] [--runs 1000] [--url URL --token T]
 Loopback only; every loop is bounded by a deadline.
 """
 from __future__ import annotations
@@ -394,11 +394,25 @@ def wait_health(url: str, timeout: float, alive: Callable[[], bool] = lambda: Tr
     raise SystemExit(f"{url} did not answer /api/v1/health within {timeout:g} s")
 
 
-def post_and_wait(url: str, doc: dict, timeout: float = 120.0) -> tuple[float, list[dict]]:
+def write_token(database_url: str) -> str:
+    """A write token stored in the service's database, for the POST phases."""
+    from service import auth, db
+
+    with db.session_scope(database_url) as session:
+        token = auth.create_token(session, "bench/api.py", auth.WRITE)
+    db.dispose_engines()
+    return token
+
+
+def post_and_wait(url: str, doc: dict, token: str, timeout: float = 120.0) -> tuple[float, list[dict]]:
     """POST an experiment, poll its runs until finished; (seconds from POST to all finished, runs)."""
     conn = Connection(url)
     t0 = time.perf_counter()
-    status, experiment = conn.json("POST", "/api/v1/experiments", doc)
+    status, _, raw = conn.exchange("POST", "/api/v1/experiments", doc, {"Authorization": f"Bearer {token}"})
+    try:
+        experiment = json.loads(raw)
+    except ValueError:
+        experiment = raw.decode(errors="replace")
     if status != 201:
         raise SystemExit(f"POST /api/v1/experiments: {status}: {experiment}")
     ids = [r["id"] if isinstance(r, dict) else r for r in experiment["runs"]]
@@ -422,6 +436,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running service on loopback (default: start `vmemlab up` here)")
     parser.add_argument("--database-url", help="with --url: its DATABASE_URL, to store the runs directly")
+    parser.add_argument("--token", default=os.environ.get("VMEMLAB_TOKEN"),
+                        help="with --url: a write token for the POST phases (default $VMEMLAB_TOKEN)"),
     parser.add_argument("--runs", type=int, default=1000, help="runs to store (default 1000)")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load phase (default 10)")
@@ -452,12 +468,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                 experiments = []
                 print("stored:       nothing (no --database-url): reading what the service has")
             wait_health(url, 30)
+            token = args.token or ""
         else:
             data_dir = tmp / "var"
             database_url = f"sqlite:///{data_dir / 'vmemlab.db'}"
             experiments, took = store_runs(database_url, args.runs, data_dir)
             print(f"stored:       {args.runs:,} succeeded runs in {len(experiments)} experiments, inserted "
                   f"directly (summaries: real short seed runs, scaled) in {took:.1f} s")
+            token = write_token(database_url)
             port = free_port()
             service = Service(data_dir, port, args.api_workers, args.api_threads, tmp / "service.log")
             url = service.url
@@ -501,8 +519,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.reads_only:
             return 0
         print("== POST /api/v1/experiments -> run finished (one tiny run, 2 s simulated, warm worker)")
-        post_and_wait(url, tiny())                              # warm the worker's engine
-        times = [post_and_wait(url, tiny())[0] for _ in range(5)]
+        post_and_wait(url, tiny(), token)                       # warm the worker's engine
+        times = [post_and_wait(url, tiny(), token)[0] for _ in range(5)]
         print(f"  {', '.join(f'{t:.2f}' for t in times)} s   median {statistics.median(times):.2f} s")
 
         print("== while the worker simulates (two runs of a busy scenario)")
@@ -510,7 +528,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         def simulate_busy() -> None:
             try:
-                result["elapsed"], result["runs"] = post_and_wait(url, busy(40.0), timeout=300)
+                result["elapsed"], result["runs"] = post_and_wait(url, busy(40.0), token, timeout=300)
             except BaseException as exc:           # reported below
                 result["error"] = exc
 

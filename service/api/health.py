@@ -9,6 +9,7 @@ so there the workers seen are those whose runs heartbeated recently.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ blp = Blueprint("health", __name__, description="Health of the database, the bro
 
 BROKER_TIMEOUT_S = 2.0
 PING_TIMEOUT_S = 1.0
+PING_REUSE_S = 5.0
 
 
 class CheckSchema(Schema):
@@ -42,6 +44,8 @@ class WorkersCheckSchema(CheckSchema):
     queued_runs = fields.Integer()
     oldest_queued_s = fields.Float(allow_none=True)
     message = fields.String()
+    ping_age_s = fields.Float(metadata={"description": "how old the ping replies are (one ping serves "
+                                                      "every health check for 5 s)"})
 
 
 class HealthSchema(Schema):
@@ -122,11 +126,31 @@ def _workers(ping: bool) -> dict[str, Any]:
         return out
     start = time.monotonic()
     try:
-        replies = celery().control.inspect(timeout=PING_TIMEOUT_S).ping() or {}
+        replies, age = _ping()
     except Exception as exc:
         out.update(method="ping", workers=[], ok=False, error=_describe(exc))
         return out
-    out.update(method="ping", workers=sorted(replies), ok=bool(replies), latency_ms=_ms(start))
+    out.update(method="ping", workers=sorted(replies), ok=bool(replies), latency_ms=_ms(start), ping_age_s=age)
     if not replies:
         out["message"] = "no worker answered; runs wait in the queue until one starts"
     return out
+
+
+_ping_lock = threading.Lock()
+_last_ping: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+def _ping() -> tuple[dict[str, Any], float]:
+    """The workers' replies to a ping broadcast, and their age in seconds. A broadcast waits its
+    whole timeout for replies, so replies are reused for PING_REUSE_S by every health check of
+    this process (a monitor polling often does not hold a thread per request for a second).
+    No reply is never reused: a worker that just started is seen at the next check."""
+    app = celery()
+    with _ping_lock:                        # one broadcast at a time; the others reuse it
+        at, replies = _last_ping.get(id(app), (0.0, {}))
+        now = time.monotonic()
+        if not replies or now - at >= PING_REUSE_S:
+            replies = app.control.inspect(timeout=PING_TIMEOUT_S).ping() or {}
+            at = now = time.monotonic()
+            _last_ping[id(app)] = (at, replies)
+        return replies, round(now - at, 1)

@@ -70,6 +70,8 @@ def _environment(**values: str) -> dict[str, str]:
            if not k.startswith("VMEMLAB_") and k not in ("DATABASE_URL", "REDIS_URL")}
     if "VMEMLAB_NUMBA_CACHE_DIR" in os.environ:
         env["VMEMLAB_NUMBA_CACHE_DIR"] = os.environ["VMEMLAB_NUMBA_CACHE_DIR"]
+    # the tests' short stale times need a hook limit below them (settings refuse the default 10 s)
+    env["VMEMLAB_PLUGIN_TIME_LIMIT_S"] = "1"
     env.update(values)
     return env
 
