@@ -119,7 +119,7 @@ def store_runs(database_url: str, count: int, data_dir: Path) -> tuple[list[int]
     one possibly with fewer); returns the experiment ids and the seconds it took."""
     from service import db
     from service.experiments import create_experiment
-    from service.models import METRIC_COLUMNS, Run, RunSeries, RunStatus, utcnow
+    from service.models import METRIC_COLUMNS, RunSeries, RunStatus, utcnow
     from service.settings import Settings, use_settings
 
     started = time.perf_counter()
