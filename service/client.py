@@ -89,6 +89,19 @@ def _flatten(value: Any, path: str) -> list[tuple[str, str]]:
     return [(path, str(value))]
 
 
+class _KeepTokenAtHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never sends the bearer token to another host or port."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_KeepTokenAtHome())
+
+
 class Client:
     """The API at ``base_url`` (``http://host:port``; the ``/api/v1`` prefix is added here)."""
 
@@ -119,7 +132,7 @@ class Client:
         all_headers.update(headers or {})
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with _OPENER.open(request, timeout=timeout or self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -144,7 +157,7 @@ class Client:
         url = self.api_url(path) if api else self.url(path)
         try:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout) as response:
+            with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=self.timeout) as response:
                 return response.status, response.headers.get("Content-Type", ""), response.read().decode()
         except urllib.error.HTTPError as exc:
             raise APIError([f"GET {url}: {exc.code} {exc.reason}"], status=exc.code) from None

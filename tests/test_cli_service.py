@@ -538,6 +538,52 @@ def test_client_helpers():
         "an experiment must be a JSON object"]
 
 
+def test_the_client_never_sends_its_token_to_another_host_on_a_redirect():
+    seen: list[tuple[int, Any]] = []
+
+    def server(handler_get):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                handler_get(self)
+
+            def log_message(self, *args):
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    def answer(request):
+        seen.append((request.server.server_port, request.headers.get("Authorization")))
+        if request.path.endswith("/runs/1"):        # a second hop, on the other host
+            request.send_response(302)
+            request.send_header("Location", f"http://127.0.0.1:{request.server.server_port}/api/v1/runs/2")
+            request.end_headers()
+            return
+        body = b'{"id": 2}'
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    other = server(answer)
+
+    def redirect_away(request):
+        seen.append((request.server.server_port, request.headers.get("Authorization")))
+        request.send_response(302)
+        request.send_header("Location", f"http://127.0.0.1:{other.server_port}/api/v1/runs/1")
+        request.end_headers()
+
+    first = server(redirect_away)
+    try:
+        assert Client(f"127.0.0.1:{first.server_port}", token="vml_secret").run(1) == {"id": 2}
+    finally:
+        first.shutdown()
+        other.shutdown()
+    assert seen == [(first.server_port, "Bearer vml_secret"), (other.server_port, None), (other.server_port, None)]
+
+
 # --- the real service: vmemlab up -------------------------------------------------------------------
 
 def _env(embedded_env: Path) -> dict[str, str]:
