@@ -29,34 +29,20 @@ from service import cli, serving
 from service.cli import main
 from service.client import Client, error_lines, normalize_base_url
 from service.settings import use_settings
+from tests.service.helpers import tiny as service_tiny
+from tests.test_cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(policies=("static", "overcommit")) -> dict:
-    """Two small VMs, 2 s simulated: well under a second per run on a warm worker."""
-    return {
-        "name": "tiny", "duration_s": 2.0, "epoch_s": 0.5, "seed": 3,
-        "host": {"memory_mb": 512, "reserve_mb": 0, "vm_overhead_mb": 16, "swap_device": "ssd"},
-        "vms": [
-            {"name": "a", "memory_mb": 256, "os_mb": 32,
-             "workload": {"phases": [{"kind": "uniform", "footprint_mb": 160, "duration_s": 2.0}]}},
-            {"name": "b", "memory_mb": 256, "os_mb": 32,
-             "workload": {"phases": [{"kind": "zipf", "footprint_mb": 200, "duration_s": 2.0}]}},
-        ],
-        "policies": [{"name": p, "params": {}} for p in policies],
-    }
+    """The service tests' two small VMs, under two policies."""
+    return service_tiny(policies)
 
 
 def write_json(path: Path, doc: Any) -> str:
     path.write_text(json.dumps(doc))
     return str(path)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def free_port() -> int:

@@ -5,18 +5,16 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Integer, String, Text, text, true
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..engine.config import PAGES_PER_MB
 from .base import Base, utcnow
 
 
-class Host(Base):
-    """A host an experiment can name by id: ``spec`` is the scenario format's ``host`` object.
-    ``version`` goes up on every update; it is the resource's ETag, and SQLAlchemy refuses an
-    update made from a stale copy (optimistic locking)."""
-
-    __tablename__ = "hosts"
+class _SpecItem:
+    """A named, versioned JSON ``spec``: hosts and VM templates. ``version`` goes up on every
+    update; it is the resource's ETag, and SQLAlchemy refuses an update made from a stale copy
+    (optimistic locking)."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -26,24 +24,22 @@ class Host(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __mapper_args__ = {"version_id_col": version}
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.version}
 
 
-class VMTemplate(Base):
+class Host(_SpecItem, Base):
+    """A host an experiment can name by id: ``spec`` is the scenario format's ``host`` object."""
+
+    __tablename__ = "hosts"
+
+
+class VMTemplate(_SpecItem, Base):
     """A VM configuration an experiment can name by id: ``spec`` is the scenario format's VM
     object without its name (the experiment names each VM, and may add a workload and events)."""
 
     __tablename__ = "vm_templates"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    description: Mapped[str] = mapped_column(Text, default="")
-    spec: Mapped[dict[str, Any]]
-    version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    __mapper_args__ = {"version_id_col": version}
 
 
 class Trace(Base):

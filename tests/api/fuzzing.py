@@ -29,15 +29,15 @@ from schemathesis.specs.openapi.checks import (
 
 from service import db
 from service.app import create_app
-from service.auth import ADMIN, WRITE, create_token
+from service.auth import ADMIN, WRITE
 from service.settings import Settings, use_settings
+
+from .helpers import HOST, TEMPLATE, authorized, token_for
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 ID_RANGE = 6       # seeded ids are 1..3 or so; 0 and 4..5 do not exist
 
-HOST = {"memory_mb": 512, "reserve_mb": 0, "vm_overhead_mb": 16, "swap_device": "ssd"}
-TEMPLATE = {"memory_mb": 256, "os_mb": 32, "replacement": "lru"}
 
 
 def spec_schema() -> Any:
@@ -71,22 +71,6 @@ class Seeded:
     token: str          # an admin token stored in the seeded database
 
 
-def authorized(app: Flask, token: str) -> Flask:
-    """The app's test clients send ``token`` (a request's own Authorization header still wins)."""
-    class TokenClient(FlaskClient):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-
-    app.test_client_class = TokenClient
-    return app
-
-
-def _new_token(settings: Settings, role: str) -> str:
-    with db.session_scope(settings.database_url) as session:
-        return create_token(session, f"fuzz {role}", role)
-
-
 def seed(folder: Path) -> Seeded:
     """A migrated database in ``folder`` with one of everything and an experiment with finished
     runs, and an admin token."""
@@ -97,7 +81,7 @@ def seed(folder: Path) -> Seeded:
     settings.ensure_dirs()
     db.upgrade(settings.database_url)
     use_settings(settings)
-    token = _new_token(settings, ADMIN)
+    token = token_for(settings.database_url, ADMIN, "fuzz admin")
     client = authorized(create_app(settings), token).test_client()
 
     def created(response) -> dict[str, Any]:
@@ -290,7 +274,8 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     # without a token where one is needed (401), and with a write token where admin is (403)
     anonymous = FlaskClient(app)
     writer = FlaskClient(app)
-    writer.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {_new_token(app.extensions['vmemlab'].settings, WRITE)}"
+    write_token = token_for(app.extensions["vmemlab"].settings.database_url, WRITE, "fuzz write")
+    writer.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {write_token}"
     for method, path, status in sorted(record.documented):
         url = _concrete(path)
         if status == "401":

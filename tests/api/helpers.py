@@ -98,11 +98,9 @@ def token_for(database_url: str, role: str = "admin", name: str = "tests") -> st
         return create_token(session, name, role)
 
 
-def with_token(app: Flask, role: str = "admin") -> Flask:
-    """Make the app's test clients send a new token of ``role`` with every request (a request's
-    own Authorization header still wins). ``FlaskClient(app)`` is a client without one."""
-    token = token_for(app.extensions["vmemlab"].settings.database_url, role)
-
+def authorized(app: Flask, token: str) -> Flask:
+    """Make the app's test clients send ``token`` with every request (a request's own
+    Authorization header still wins). ``FlaskClient(app)`` is a client without one."""
     class TokenClient(FlaskClient):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -110,3 +108,8 @@ def with_token(app: Flask, role: str = "admin") -> Flask:
 
     app.test_client_class = TokenClient
     return app
+
+
+def with_token(app: Flask, role: str = "admin") -> Flask:
+    """``authorized`` with a new token of ``role`` stored in the app's database."""
+    return authorized(app, token_for(app.extensions["vmemlab"].settings.database_url, role))

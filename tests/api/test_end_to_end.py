@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
-from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from service import db
 from service.app import create_app
-from service.models import Base
 from service.settings import Settings
 from tests.conftest import DATA
+from tests.service.conftest import require_redis, truncate_all
 from tests.service.test_worker import Workers, _environment
 
 from .conftest import REDIS_URL
@@ -169,21 +168,14 @@ def test_embedded_default(tmp_path: Path):
 
 
 def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path):
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.exceptions.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL} (set VMEMLAB_TEST_REDIS_URL): {exc}")
+    require_redis(REDIS_URL)
+    import redis
     queue = f"vmemlab-api-test-{secrets.token_hex(4)}"
     env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=REDIS_URL, VMEMLAB_QUEUE=queue,
                        VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2")
     settings = Settings.from_env(env)
     assert not settings.embedded_broker
-    engine = db.make_engine(postgres_migrated)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)} "
-                          "RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    truncate_all(postgres_migrated)
     workers = Workers(env, tmp_path)
     try:
         with _serve(settings) as http:

@@ -84,6 +84,24 @@ def postgres_migrated(postgres_database: str) -> str:
     return postgres_database
 
 
+def truncate_all(url: str) -> None:
+    """Empty every table of the PostgreSQL database at ``url`` (ids start at 1 again)."""
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+def require_redis(url: str) -> None:
+    """Skip the test unless a Redis server answers at ``url``."""
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {url} (set VMEMLAB_TEST_REDIS_URL): {exc}")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database at the latest revision with no rows, on each backend."""
@@ -93,18 +111,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
         return
     url = request.getfixturevalue("postgres_migrated")
-    engine = db.make_engine(url)
-    with engine.begin() as conn:
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    truncate_all(url)
     yield url
 
 
-@pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings for one test, installed as the process's settings; short heartbeats."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, heartbeat_s=0.05, stale_heartbeats=40)
+@contextmanager
+def installed(settings: Settings) -> Iterator[Settings]:
+    """``settings`` as the process's settings (its folders made) until the block ends."""
     settings.ensure_dirs()
     use_settings(settings)
     try:
@@ -112,3 +125,11 @@ def settings(db_url: str, tmp_path: Path) -> Iterator[Settings]:
     finally:
         use_settings(None)
         db.dispose_engines()
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for one test, installed as the process's settings; short heartbeats."""
+    with installed(Settings(data_dir=tmp_path / "data", database_url=db_url, heartbeat_s=0.05,
+                            stale_heartbeats=40)) as settings:
+        yield settings

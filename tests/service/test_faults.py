@@ -29,14 +29,16 @@ from service import db, tasks
 from service.celery_app import create_celery
 from service.engine import PolicyError, simulate
 from service.experiments import create_experiment
-from service.models import Base, Experiment, Run, RunSeries
+from service.models import Experiment, Run, RunSeries
 from service.policies import load_policy
 from service.runs import broker_backlog, enqueue, recover_and_enqueue, unpublished_runs
 from service.scenario import load_scenario
 from service.sdk import Admission, Decisions, Policy
 from service.settings import Settings, use_settings
+from tests.api.helpers import token_for
 
 from . import fault_plugins
+from .conftest import installed, truncate_all
 from .helpers import busy, tiny
 from .test_worker import Workers, _environment, warm_engine  # noqa: F401  (warm_engine: an autouse fixture)
 
@@ -48,14 +50,8 @@ PLUGIN_MODULE = "vmemlab_fault_plugins"
 # --- helpers --------------------------------------------------------------------------------------
 
 def _auth(settings: Settings) -> dict:
-    """Headers for writes: an admin bearer token once the API has tokens, else nothing."""
-    try:
-        from service.auth import create_token
-    except ImportError:
-        return {}
-    with db.session_scope(settings.database_url) as session:
-        token = create_token(session, name="faults", role="admin")
-    return {"Authorization": f"Bearer {token}"}
+    """Headers for writes: a new admin bearer token."""
+    return {"Authorization": f"Bearer {token_for(settings.database_url, 'admin', 'faults')}"}
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = lambda: "") -> None:
@@ -104,13 +100,6 @@ def _assert_nothing_lost_or_duplicated(runs: list[Run]) -> None:
         else:
             assert run.summary is None and all(v is None for v in run.metrics.values())
     assert _series_count() == sum(r.status == "succeeded" for r in runs)
-
-
-def _truncate(url: str) -> None:
-    engine = db.make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)} RESTART IDENTITY CASCADE"))
-    engine.dispose()
 
 
 def _free_port() -> int:
@@ -376,7 +365,7 @@ def full_stack(postgres_migrated: str, plugin_dir: Path, tmp_path: Path):
     pytest.importorskip("redis")
     redis_server = RedisServer(tmp_path)
     redis_server.start()
-    _truncate(postgres_migrated)
+    truncate_all(postgres_migrated)
     env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=redis_server.url,
                        VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.05",
                        VMEMLAB_STALE_HEARTBEATS="100", VMEMLAB_REQUEUE_AFTER_S="1")
@@ -534,16 +523,10 @@ def _drop_connection_on(url: str, admin_engine, matches: Callable[[str], bool], 
 
 @pytest.fixture
 def pg_settings(postgres_migrated: str, tmp_path: Path) -> Iterator[Settings]:
-    _truncate(postgres_migrated)
-    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_migrated, heartbeat_s=0.05,
-                        stale_heartbeats=100)
-    settings.ensure_dirs()
-    use_settings(settings)
-    try:
+    truncate_all(postgres_migrated)
+    with installed(Settings(data_dir=tmp_path / "data", database_url=postgres_migrated, heartbeat_s=0.05,
+                            stale_heartbeats=100)) as settings:
         yield settings
-    finally:
-        use_settings(None)
-        db.dispose_engines()
 
 
 def _clean_error(response, code: int) -> None:
@@ -641,7 +624,7 @@ def test_a_result_whose_commit_answer_was_lost_is_not_stored_twice(settings, mon
 def test_a_worker_keeps_its_run_while_its_connections_are_dropped(postgres_migrated: str, tmp_path: Path, admin):
     """A real worker (PostgreSQL database, embedded broker) whose every connection is killed
     every 20 ms for as long as its run lasts: the run succeeds once."""
-    _truncate(postgres_migrated)
+    truncate_all(postgres_migrated)
     app_name = f"vmemlab-faults-{_free_port()}"
     env = _environment(DATABASE_URL=postgres_migrated, VMEMLAB_DATA_DIR=str(tmp_path / "var"),
                        VMEMLAB_HEARTBEAT_S="0.2", VMEMLAB_STALE_HEARTBEATS="100", PGAPPNAME=app_name)

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from service import db
 from service.celery_app import create_celery
 from service.experiments import create_experiment
-from service.models import Base, Run, RunSeries
+from service.models import Run, RunSeries
 from service.runs import enqueue
 from service.settings import Settings, use_settings
 
-from .conftest import REDIS_URL
+from .conftest import REDIS_URL, require_redis, truncate_all
 from .helpers import busy, tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,21 +165,15 @@ def test_a_killed_worker_loses_nothing_and_the_run_finishes_once(embedded):
 
 
 def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path):
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.exceptions.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL} (set VMEMLAB_TEST_REDIS_URL): {exc}")
+    require_redis(REDIS_URL)
+    import redis
     queue = f"vmemlab-test-{secrets.token_hex(4)}"
     env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=REDIS_URL, VMEMLAB_QUEUE=queue,
                        VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2")
     settings = Settings.from_env(env)
     assert not settings.embedded_broker and settings.broker_url == REDIS_URL
     use_settings(settings)
-    engine = db.make_engine(postgres_migrated)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    truncate_all(postgres_migrated)
     workers = Workers(env, tmp_path)
     task_ids: list[str] = []
     try:
