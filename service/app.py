@@ -69,7 +69,7 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
-    """The Celery app the API sends run tasks with, in ``app.extensions["celery"]``. Publishing
+    """The Celery app the API sends run tasks with (``AppState.celery``). Publishing
     gives up after a few seconds when the broker is down, so that a request fails with 503
     instead of hanging. The API never waits for task results (runs write theirs to the database),
     so this app has no result backend."""
@@ -86,5 +86,4 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
                                                 "socket_connect_timeout": PUBLISH_TIMEOUT_S,
                                                 "socket_timeout": PUBLISH_TIMEOUT_S}
         celery.conf.redis_socket_connect_timeout = PUBLISH_TIMEOUT_S
-    app.extensions["celery"] = celery
     return celery

@@ -55,10 +55,14 @@ def issue_token(session: Session, name: str, role: str = WRITE) -> tuple[ApiToke
     if role not in ROLES:
         raise TokenError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return _store(session, name, role, token), token
+
+
+def _store(session: Session, name: str, role: str, token: str) -> ApiToken:
     row = ApiToken(name=name, role=role, prefix=token[:PREFIX_CHARS], sha256=digest(token))
     session.add(row)
     session.flush()
-    return row, token
+    return row
 
 
 def list_tokens(session: Session, include_revoked: bool = False) -> list[ApiToken]:
@@ -109,8 +113,7 @@ def ensure_configured_token(session: Session, token: str) -> str:
     for earlier in session.scalars(select(ApiToken).where(ApiToken.name == CONFIGURED_NAME,
                                                          ApiToken.revoked_at.is_(None))):
         earlier.revoked_at = utcnow()
-    session.add(ApiToken(name=CONFIGURED_NAME, role=ADMIN, prefix=token[:PREFIX_CHARS], sha256=digest(token)))
-    session.flush()
+    _store(session, CONFIGURED_NAME, ADMIN, token)
     return "added"
 
 

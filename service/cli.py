@@ -23,13 +23,14 @@ from .engine import ScenarioError, simulate
 from .engine.config import REPLACEMENTS
 from .engine.mrc import miss_counts
 from .engine.traces import TraceError, load_trace, trace_stats
-from .policies import BrokenPolicyError, UnknownPolicyError, broken_policies, installed_policies, load_policy
+from .client import FINISHED as FINISHED_STATUSES
+from .policies import (DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, broken_policies, installed_policies,
+                       load_policy)
 from .scenario import ScenarioValidationError, flatten_errors, load_scenario_file
 from .sdk import Policy, PolicyParameterError
 from .settings import SettingsError
 
 EXIT_USAGE = 2
-DEFAULT_POLICY = "static"
 
 
 class UsageError(Exception):
@@ -435,7 +436,7 @@ def upgrade_database(out: TextIO, prefix: str = "") -> None:
 
         if isinstance(exc, SQLAlchemyError):
             raise UsageError(f"database {_display_url(settings.database_url)}: cannot migrate: "
-                             f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}") from None
+                             f"{db.first_line(exc)}") from None
         raise
     change = "already at the latest revision" if before == after else f"migrated from {before or 'empty'}"
     out.write(f"{prefix}database {_display_url(settings.database_url)} at revision {after} ({change})\n")
@@ -471,7 +472,7 @@ def _tokens_table_ready() -> None:
         current, head = db.current_revision(), db.head_revision()
     except Exception as exc:
         raise UsageError(f"database {_display_url(settings.database_url)}: cannot read it: "
-                         f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}") from None
+                         f"{db.first_line(exc)}") from None
     if current != head:
         raise UsageError(f"database {_display_url(settings.database_url)} is at revision {current or 'empty'}, "
                          f"not {head}: run `vmemlab db upgrade` first")
@@ -844,7 +845,6 @@ def submit_document(client: Any, document: dict, out: TextIO, err: TextIO, *, wa
     return 1 if problems else 0
 
 
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 def _run_policy(run: dict) -> str:

@@ -158,3 +158,20 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
+
+
+def first_line(exc: BaseException) -> str:
+    """``Class: first line`` of an error, the driver's own if SQLAlchemy wraps one: no SQL, no
+    parameters, no traceback (what may be shown to a user or a log line)."""
+    original = getattr(exc, "orig", None) or exc
+    return f"{type(original).__name__}: {(str(original).strip().splitlines() or [''])[0][:200]}"
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """A failure of the connection rather than of the statement: the database is unavailable
+    (a 503 for the API), and a step of one transaction is worth trying again."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+    if isinstance(exc, (DisconnectionError, OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

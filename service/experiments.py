@@ -27,12 +27,11 @@ from sqlalchemy.orm import Session
 from .engine import ENGINE_VERSION
 from .limits import check_limits, check_vm_count
 from .models import Experiment, Host, PluginRegistration, Run, RunStatus, Trace, VMTemplate
-from .policies import BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy
+from .policies import DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy
 from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
 from .sdk import Policy, PolicyParameterError
 from .settings import Settings, get_settings
 
-DEFAULT_POLICY = "static"
 
 
 class IdempotencyConflict(ValueError):
@@ -131,7 +130,6 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
                         .values(ref_count=Trace.ref_count + 1).execution_options(synchronize_session=False))
         for trace in used:
             session.expire(trace, ["ref_count"])
-    experiment.created = True
     return experiment
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from .sdk import Policy
 
 GROUP = "vmemlab.policies"
+DEFAULT_POLICY = "static"       # the baseline: runs when no policy is named, compared against
 
 
 class UnknownPolicyError(LookupError):

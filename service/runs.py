@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from .db import session_scope
 from .models import METRIC_COLUMNS, Run, RunSeries, RunStatus, utcnow
+from .policies import DEFAULT_POLICY
 from .settings import Settings, get_settings
 
 QUEUED, RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
@@ -86,8 +87,14 @@ def recover_stale_runs(session: Session, settings: Optional[Settings] = None,
     return requeued
 
 
-def _last_published():
-    return func.coalesce(Run.published_at, Run.created_at)
+def _send_again_cutoff(settings: Settings, now: dt.datetime) -> dt.datetime:
+    """A queued run last sent to the broker before this is due to be sent again."""
+    return now - dt.timedelta(seconds=settings.requeue_after_s)
+
+
+def _due_again(cutoff: dt.datetime) -> tuple:
+    """Queued, and last sent (``published_at``, else ``created_at``) before ``cutoff``."""
+    return Run.status == QUEUED, func.coalesce(Run.published_at, Run.created_at) < cutoff
 
 
 def unpublished_runs(session: Session, settings: Optional[Settings] = None,
@@ -100,8 +107,7 @@ def unpublished_runs(session: Session, settings: Optional[Settings] = None,
     after all, the second delivery is a no-op (the run row is the lock)."""
     settings = settings or get_settings()
     now = now or utcnow()
-    cutoff = now - dt.timedelta(seconds=settings.requeue_after_s)
-    due = (Run.status == QUEUED, _last_published() < cutoff)
+    due = _due_again(_send_again_cutoff(settings, now))
     ids = []
     for run_id in session.scalars(select(Run.id).where(*due).order_by(Run.id)).all():
         done = session.execute(update(Run).where(Run.id == run_id, *due).values(published_at=now)
@@ -134,11 +140,10 @@ def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[i
     rest was tried."""
     settings = settings or get_settings()
     now = utcnow()
-    cutoff = now - dt.timedelta(seconds=settings.requeue_after_s)
+    cutoff = _send_again_cutoff(settings, now)
     with session_scope() as session:
         stale = recover_stale_runs(session, settings, now)
-        due = session.scalar(select(func.count()).select_from(Run)
-                             .where(Run.status == QUEUED, _last_published() < cutoff))
+        due = session.scalar(select(func.count()).select_from(Run).where(*_due_again(cutoff)))
         queued = session.scalar(select(func.count()).select_from(Run).where(Run.status == QUEUED))
     lost: list[int] = []
     if due:
@@ -157,10 +162,9 @@ def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[i
             break
     unsent = [run_id for run_id in ids if run_id not in sent]
     if unsent:
-        retry = now - dt.timedelta(seconds=settings.requeue_after_s)    # due at the next sweep
-        with session_scope() as session:
+        with session_scope() as session:          # published at the cutoff: due at the next sweep
             session.execute(update(Run).where(Run.id.in_(unsent), Run.status == QUEUED, Run.published_at == now)
-                            .values(published_at=retry).execution_options(synchronize_session=False))
+                            .values(published_at=cutoff).execution_options(synchronize_session=False))
         raise RuntimeError(f"runs {', '.join(map(str, unsent))} could not be sent to the broker: {failure}") from failure
     if stale:
         log.warning("re-queued runs whose worker stopped heartbeating: %s", ", ".join(map(str, stale)))
@@ -184,7 +188,7 @@ def run_events(session: Session, run_id: int) -> Optional[list[dict[str, Any]]]:
 
 # --- comparisons -------------------------------------------------------------------------------
 
-def compare(runs: Sequence[Run], baseline_policy: str = "static",
+def compare(runs: Sequence[Run], baseline_policy: str = DEFAULT_POLICY,
             baseline_run_id: Optional[int] = None) -> dict[str, Any]:
     """Runs side by side, with deltas against a baseline run.
 

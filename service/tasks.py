@@ -46,7 +46,7 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from .celery_app import RUN_TASK, app
-from .db import session_scope
+from .db import first_line, is_connection_failure, session_scope
 from .engine import ENGINE_VERSION, PolicyError, RunCancelled, simulate
 from .engine.simulator import HookTimer
 from .models import METRIC_COLUMNS, Experiment, Run, RunSeries, RunStatus, utcnow
@@ -78,16 +78,6 @@ class Lease:
 DB_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A failure of the connection rather than of the statement: worth trying again."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    if isinstance(exc, DisconnectionError):
-        return True
-    return isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
-
-
 def with_db_retry(what: str, step, *args: Any) -> Any:
     """``step(*args, retried=...)``, tried again after each transient database failure, up to
     ``len(DB_RETRY_DELAYS_S)`` times with backoff; ``retried`` tells the step whether an earlier
@@ -98,17 +88,12 @@ def with_db_retry(what: str, step, *args: Any) -> Any:
         try:
             return step(*args, retried=retried)
         except (DBAPIError, DisconnectionError) as exc:
-            if delay is None or not is_transient(exc):
+            if delay is None or not is_connection_failure(exc):
                 raise
-            log.warning("%s: the database connection failed (%s); trying again in %g s", what, _first_line(exc), delay)
+            log.warning("%s: the database connection failed (%s); trying again in %g s", what, first_line(exc), delay)
             retried = True
             time.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def _first_line(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
-    return f"{type(original).__name__}: {(str(original).strip().splitlines() or [''])[0][:200]}"
 
 
 # --- the state machine --------------------------------------------------------------------------
@@ -186,12 +171,21 @@ def _ours(session, lease: Lease, status: str, finished_at: dt.datetime) -> bool:
         Run.worker == lease.worker, Run.finished_at == finished_at)).first() is not None
 
 
+class UnstorableResult(ValueError):
+    """A summary or events that are not JSON (a plugin's decision carried something else)."""
+
+
 def store_result(lease: Lease, summary: dict[str, Any], series: dict[str, Any], events: list) -> None:
-    """Summary, metric columns, series, events and status in one transaction, or nothing."""
+    """Summary, metric columns, series, events and status in one transaction, or nothing.
+    Raises UnstorableResult, before touching the database, if summary or events are not JSON."""
     now = utcnow()
     summary = _finite(summary)
     metrics = {column: _metric(summary, path) for column, path in METRIC_COLUMNS.items()}
     events = _finite(events)
+    try:
+        json.dumps([summary, events], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UnstorableResult(str(exc)) from None
     with_db_retry(f"run {lease.run_id}: store the result", _store_result, lease, summary, metrics, series, events, now)
 
 
@@ -230,11 +224,11 @@ class _Monitor:
         try:
             self.cancel = heartbeat(self.lease, self.fraction)
         except (DBAPIError, DisconnectionError) as exc:
-            if not is_transient(exc):
+            if not is_connection_failure(exc):
                 raise
             # the simulation goes on; the result is stored if the database is back by then
             log.warning("run %s: heartbeat not written, the database is unavailable (%s)",
-                        self.lease.run_id, _first_line(exc))
+                        self.lease.run_id, first_line(exc))
         self.last = time.monotonic()
 
     def progress(self, fraction: float) -> None:
@@ -311,26 +305,23 @@ def _execute(lease: Lease, settings: Settings) -> str:
         log.exception("run %s failed", lease.run_id)
         return _fail(lease, describe_failure(exc, cls))
     try:
-        json.dumps(_finite(result.summary), allow_nan=False)
-        json.dumps(_finite(result.events), allow_nan=False)
-    except (TypeError, ValueError) as exc:      # e.g. a decision's free text that is not text
-        return _fail(lease, f"policy {name!r} {pinned}: the run's summary or events cannot be stored as JSON "
-                            f"({exc}); check what the plugin puts in its decisions' reasons and metrics")
-    try:
         store_result(lease, result.summary, result.series, result.events)
     except LeaseLost:
         raise
+    except UnstorableResult as exc:             # e.g. a decision's free text that is not text
+        return _fail(lease, f"policy {name!r} {pinned}: the run's summary or events cannot be stored as JSON "
+                            f"({exc}); check what the plugin puts in its decisions' reasons and metrics")
     except (DBAPIError, DisconnectionError) as exc:
-        if not is_transient(exc):
+        if not is_connection_failure(exc):
             log.exception("run %s: storing the result failed", lease.run_id)
-            return _fail(lease, f"storing the result failed: {_first_line(exc)}")
+            return _fail(lease, f"storing the result failed: {first_line(exc)}")
         # not the run's fault: it stays running, and runs again once its heartbeat is stale
         log.error("run %s: the result could not be stored, the database is unavailable (%s); the run "
-                  "will be run again", lease.run_id, _first_line(exc))
+                  "will be run again", lease.run_id, first_line(exc))
         raise
     except Exception as exc:
         log.exception("run %s: storing the result failed", lease.run_id)
-        return _fail(lease, f"storing the result failed: {_first_line(exc)}")
+        return _fail(lease, f"storing the result failed: {first_line(exc)}")
     log.info("run %s: succeeded", lease.run_id)
     return SUCCEEDED
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from apispec import BasePlugin
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 from flask_smorest import abort
 
 from ..auth import ADMIN, WRITE, Principal, authenticate
@@ -40,10 +40,12 @@ def required_role(method: str, view: Optional[Callable], open_reads: bool) -> Op
     """``admin``, ``write``, ``read`` (a token of any role) or None (no token needed)."""
     view_class = getattr(view, "view_class", None)
     handler = getattr(view_class, "get" if method == "HEAD" else method.lower(), None) if view_class else view
-    marked = getattr(handler, ROLE_ATTRIBUTE, None)
-    if marked:
-        return marked
-    if method not in SAFE_METHODS:
+    return getattr(handler, ROLE_ATTRIBUTE, None) or default_role(method, open_reads)
+
+
+def default_role(method: str, open_reads: bool) -> Optional[str]:
+    """Writes need a write token; reads none, or any token when reads are closed."""
+    if method.upper() not in SAFE_METHODS:
         return WRITE
     return None if open_reads else READ
 
@@ -61,7 +63,6 @@ def enforce_tokens() -> None:
     if role == ADMIN and principal.role != ADMIN:
         abort(403, message=f"this request needs an admin token; token {principal.name!r} has the role "
                            f"{principal.role} (vmemlab tokens create --role admin)")
-    g.principal = principal
 
 
 def _principal() -> Principal:
@@ -97,9 +98,7 @@ class TokenDocs(BasePlugin):
         if path and path.rstrip("/").endswith(("/health", "/openapi.json")):
             return
         for method, operation in (operations or {}).items():
-            role = operation.get("x-required-role")
-            if role is None:
-                role = WRITE if method.upper() not in SAFE_METHODS else (None if self.open_reads else READ)
+            role = operation.get("x-required-role") or default_role(method, self.open_reads)
             if role is None:
                 continue
             operation["x-required-role"] = role

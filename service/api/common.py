@@ -18,6 +18,7 @@ from werkzeug.routing import IntegerConverter
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..experiments import MAX_ID
 from ..settings import Settings
 
 T = TypeVar("T")
@@ -44,9 +45,8 @@ class Blueprint(SmorestBlueprint):
 
 
 # Row ids are 32-bit (INTEGER primary keys on PostgreSQL): a larger id names nothing, and one past
-# 64 bits would not even reach SQLite (OverflowError, a 500). Paths answer 404 for those, query
-# strings 422.
-MAX_ID = 2**31 - 1
+# 64 bits would not even reach SQLite (OverflowError, a 500). Paths answer 404 for those (MAX_ID),
+# query strings 422.
 
 
 class IdConverter(IntegerConverter):

@@ -6,6 +6,7 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from ..models import Run
+from ..policies import DEFAULT_POLICY
 from ..runs import compare
 from .common import Blueprint, db, invalid
 from .schemas.experiments import ComparisonSchema
@@ -30,5 +31,5 @@ class Comparisons(MethodView):
         baseline_run = args.get("baseline_run")
         if baseline_run is not None and baseline_run not in found:
             invalid("query", {"baseline_run": [f"run {baseline_run} is not among the runs compared"]})
-        return compare([found[i] for i in ids], baseline_policy=args.get("baseline", "static"),
+        return compare([found[i] for i in ids], baseline_policy=args.get("baseline", DEFAULT_POLICY),
                        baseline_run_id=baseline_run)

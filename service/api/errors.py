@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask_smorest import Api
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from ..db import is_connection_failure
 from ..scenario import flatten_errors
+from .common import settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def _message(code: int, error: HTTPException, errors: Any) -> str:
         return INTERNAL_MESSAGE
     if code == 413:
         if (request.endpoint or "").startswith("traces."):
-            limit = current_app.extensions["vmemlab"].settings.max_trace_bytes
+            limit = settings().max_trace_bytes
             return f"the trace is larger than the limit of {limit} bytes (VMEMLAB_MAX_TRACE_BYTES)"
         return f"the request body is larger than the limit of {request.max_content_length} bytes (VMEMLAB_MAX_REQUEST_BYTES)"
     if isinstance(errors, dict) and errors:
@@ -54,8 +56,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DBAPIError)
     def database_error(exc: DBAPIError):
         log.exception("database error")
-        unavailable = getattr(exc, "connection_invalidated", False) or type(exc).__name__ == "OperationalError"
-        if unavailable:
+        if is_connection_failure(exc):
             return _payload(503, "Service Unavailable", "the database is unavailable; retry later")
         return _payload(500, "Internal Server Error", INTERNAL_MESSAGE)
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import selectinload
 
 from ..experiments import IdempotencyConflict, create_experiment, delete_experiment
 from ..models import Experiment
+from ..policies import DEFAULT_POLICY
 from ..runs import compare, enqueue, request_cancel
 from ..scenario import ScenarioValidationError
 from .common import Blueprint, Listing, SQLPage, celery, db, documented_errors, invalid, settings
@@ -148,7 +149,7 @@ class ExperimentComparison(MethodView):
     @blp.doc(summary="Every run of the experiment side by side, with deltas against a baseline policy")
     def get(self, args: dict, experiment_id: int) -> dict:
         experiment = load_experiment(experiment_id)
-        baseline = args.get("baseline", "static")
+        baseline = args.get("baseline", DEFAULT_POLICY)
         policies = [run.policy_name for run in experiment.runs]
         if "baseline" in args and baseline not in policies:
             invalid("query", {"baseline": [f"the experiment has no run of policy {baseline!r}; its policies: "

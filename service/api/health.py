@@ -17,6 +17,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import func, select, text
 
+from ..db import first_line
 from ..models import Run, RunStatus, utcnow
 from .common import Blueprint, celery, settings, state
 
@@ -80,19 +81,12 @@ def _timed(check) -> dict[str, Any]:
     try:
         check()
     except Exception as exc:
-        return {"ok": False, "latency_ms": _ms(start), "error": _describe(exc)}
+        return {"ok": False, "latency_ms": _ms(start), "error": first_line(exc)}
     return {"ok": True, "latency_ms": _ms(start)}
 
 
 def _ms(start: float) -> float:
     return round((time.monotonic() - start) * 1000, 1)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error's class and first line: no traceback, no SQL."""
-    original = getattr(exc, "orig", None) or exc
-    first = (str(original).strip().splitlines() or [""])[0]
-    return f"{type(original).__name__}: {first[:200]}"
 
 
 def _database() -> None:
@@ -128,7 +122,7 @@ def _workers(ping: bool) -> dict[str, Any]:
     try:
         replies, age = _ping()
     except Exception as exc:
-        out.update(method="ping", workers=[], ok=False, error=_describe(exc))
+        out.update(method="ping", workers=[], ok=False, error=first_line(exc))
         return out
     out.update(method="ping", workers=sorted(replies), ok=bool(replies), latency_ms=_ms(start), ping_age_s=age)
     if not replies:

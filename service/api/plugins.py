@@ -85,7 +85,6 @@ class Plugins(MethodView):
         if "enabled" in data:
             row.enabled = data["enabled"]
             db().commit()
-            row.installed = True
         return row, 200 if known else 201, {"Location": url_for(".PluginItem", name=name)}
 
 
@@ -105,8 +104,6 @@ class PluginItem(MethodView):
     @admin_only
     def patch(self, data: dict, name: str) -> PluginRegistration:
         row = _registration(name)
-        installed = row.installed
         row.enabled = data["enabled"]
         db().commit()
-        row.installed = installed
         return row

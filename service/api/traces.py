@@ -71,7 +71,7 @@ class Traces(MethodView):
             db().commit()
         except TraceTooLarge:
             db().rollback()
-            abort(413, message=f"the trace is larger than the limit of {limit} bytes (VMEMLAB_MAX_TRACE_BYTES)")
+            abort(413)          # the message names the limit (service.api.errors)
         except TraceUploadError as exc:
             db().rollback()
             invalid(location, {"file" if multipart else "(body)": [str(exc)]}, message=f"not a usable trace: {exc}")
