@@ -112,7 +112,7 @@ class DynamicMemoryPolicy(Policy):
         room = self.pool_mb(host, vm.name) + self.reclaimable_mb(host, vm.name)
         if startup > room:
             return Admission(False, f"needs {startup} MB startup memory; {room:.0f} MB is free or reclaimable")
-        return Admission(True, assigned_mb=startup, populate=True)
+        return Admission(True, assigned_mb=startup, populate=True)   # Hyper-V backs all assigned memory
 
     # --- every epoch -------------------------------------------------------------------------
 
@@ -128,10 +128,7 @@ class DynamicMemoryPolicy(Policy):
     def on_epoch(self, host: HostView) -> Decisions:
         decisions = Decisions(host=HostDecision(sharing_pages_per_s=0.0))
         if host.time_s - self.last_balance < self.p["balance_interval_s"] - 1e-9:
-            for v in host.running:
-                decisions.vm(v.name).host_swap = False
-                decisions.vm(v.name).populate = True
-            return decisions
+            return decisions        # host_swap and populate are standing settings: nothing to repeat
         self.last_balance = host.time_s
         claims = self.claims(host)
         goal = balance(claims, host.available_mb)
@@ -141,7 +138,6 @@ class DynamicMemoryPolicy(Policy):
         for v in host.running:
             d = decisions.vm(v.name)
             d.host_swap = False
-            d.populate = True    # Hyper-V backs all of a VM's assigned memory, not page by page
             want = goal[v.name]
             if want < v.visible_mb - 1e-6:
                 since = self.surplus_since.setdefault(v.name, host.time_s)

@@ -143,6 +143,7 @@ class Simulation:
         self.samples: dict[int, np.ndarray] = {}
         self.free_page_reporting: dict[int, bool] = {}
         self.populated: dict[int, bool] = {}
+        self.vm_index = {vm.name: i for i, vm in enumerate(scenario.vms)}
         self.policy_metrics: dict[int, dict[str, float]] = {}
         self.sample_results: dict[int, tuple[int, int]] = {}
         self.last_counts = self.st.vm_c.copy()
@@ -444,13 +445,17 @@ class Simulation:
         if not isinstance(decisions, Decisions):
             raise PolicyError(name, f"on_epoch() must return Decisions, got {type(decisions).__name__}")
         self._apply_host_decision(decisions.host)
-        names = {vm.name: i for i, vm in enumerate(self.scenario.vms)}
+        names = self.vm_index
         for vm_name, d in decisions.vms.items():
             if vm_name not in names:
                 raise PolicyError(name, f"decision for unknown VM {vm_name!r}")
             if not isinstance(d, VMDecision):
                 raise PolicyError(name, f"decision for VM {vm_name!r} must be a VMDecision")
             self._apply_vm_decision(names[vm_name], d, t_ns, host)
+        # populate is a standing setting: it holds in the epochs a policy sends the VM no decision
+        for v, on in self.populated.items():
+            if on and self.vm_state[v] == "running" and self.scenario.vms[v].name not in decisions.vms:
+                mechanisms.populate(self.st, v, t_ns)
 
     # --- the run -------------------------------------------------------------------------------
 
