@@ -5,7 +5,7 @@ import numpy as np
 
 from .state import (
     BALLOONED, FREE, H_COMPRESSED, H_FREE_Q, H_RAM, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES,
-    H_HINT_FRAMES, H_SMART, H_SMART_USED, H_SWAP_USED, H_SWAPPED, H_TOTAL_Q, I_BACKED_Q, I_BALLOON_HEAD,
+    H_SMART, H_SMART_USED, H_SWAP_USED, H_SWAPPED, H_TOTAL_Q, I_BACKED_Q, I_BALLOON_HEAD,
     I_COMP_Q, I_COMPRESSED, I_FRAME_BASE, I_FREE_HEAD, I_LRU_HEAD, I_NBALLOON, I_NFRAMES,
     I_NFREE, I_NINUSE, I_NPAGES, I_PAGE_BASE, I_PAGED, I_PRESENT, I_REPL, I_RESIDENT,
     I_RUNNING, I_SHARED, I_SMART, I_SWAPPED, I_TOUCHED, I_PF_SLOTS, I_PF_CAP, F_CBIG, F_COPY, PAGED, PAGED_WRITTEN, R_LRU,
@@ -80,5 +80,4 @@ def check(st: State, overhead_q_per_running_vm: int = 0) -> None:
     if st.host_i[H_SHARE_ON]:
         assert int(st.share_ref.sum()) == int(st.vm_i[:, I_SHARED].sum()), "share refcounts != shared frames"
         assert int(np.count_nonzero(st.share_ref)) == st.host_i[H_SHARED_FRAMES], "shared host frames wrong"
-        assert int(np.count_nonzero(st.share_ref == 1)) == st.host_i[H_HINT_FRAMES], "hint frame count wrong"
         assert (st.share_ref >= 0).all(), "negative share refcount"

@@ -22,7 +22,7 @@ from .state import (
     C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
     F_BLOCKED, F_CBIG, F_CLOCK, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
     F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, H_COMPRESSED, H_FIFO_ON,
-    H_FREE_Q, H_HINT_FRAMES, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
+    H_FREE_Q, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
     H_SWAP_DEV, H_SWAP_USED, H_SWAPPED, H_UNBACKED, HF_COMPRESS_NS, HF_COW_NS,
     HF_DECOMPRESS_NS, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HOST_BITS, I_BACKED_Q,
     I_BALLOON_HEAD, I_BLOCKED, I_BOOT_PHASE, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED,
@@ -266,11 +266,8 @@ def unshare(st, v, fb, f, page, fl):
     slot = content_slot(st, v, page, fl)
     st.vm_i[v, I_SHARED] -= 1
     st.share_ref[slot] -= 1
-    if st.share_ref[slot] == 1:
-        st.host_i[H_HINT_FRAMES] += 1
     if st.share_ref[slot] == 0:
         st.host_i[H_SHARED_FRAMES] -= 1
-        st.host_i[H_HINT_FRAMES] -= 1
         st.host_state[fb + f] = H_RAM
         st.vm_i[v, I_BACKED_Q] += 4
         st.vm_i[v, I_RESIDENT] += 1
@@ -494,7 +491,6 @@ def cow_break(st, v, fb, f, page, fl, t):
     if st.share_ref[slot] == 1:
         st.share_ref[slot] = 0
         st.host_i[H_SHARED_FRAMES] -= 1
-        st.host_i[H_HINT_FRAMES] -= 1
         st.vm_i[v, I_SHARED] -= 1
         st.vm_i[v, I_BACKED_Q] += 4
         st.vm_i[v, I_RESIDENT] += 1
@@ -505,8 +501,6 @@ def cow_break(st, v, fb, f, page, fl, t):
     if stall < 0.0:
         return BLOCKED
     st.share_ref[slot] -= 1
-    if st.share_ref[slot] == 1:
-        st.host_i[H_HINT_FRAMES] += 1
     st.vm_i[v, I_SHARED] -= 1
     st.vm_i[v, I_RESIDENT] += 1
     st.host_state[fb + f] = H_RAM

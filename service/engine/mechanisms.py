@@ -10,7 +10,7 @@ from .kernel import (
     free_push,
 )
 from .state import (
-    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_HINT_FRAMES, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
+    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
     H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
@@ -87,11 +87,8 @@ def share_scan(st, v, pages, sequential):
         st.vm_i[v, I_BACKED_Q] -= 4
         if st.share_ref[slot] == 0:
             st.host_i[H_SHARED_FRAMES] += 1
-            st.host_i[H_HINT_FRAMES] += 1
         else:
             st.host_i[H_FREE_Q] += 4
-            if st.share_ref[slot] == 1:
-                st.host_i[H_HINT_FRAMES] -= 1
         st.share_ref[slot] += 1
         merged += 1
     st.vm_i[v, I_SCAN_PTR] = ptr

@@ -7,7 +7,7 @@ import numpy as np
 
 from .config import PAGES_PER_MB
 from .state import (
-    C_GUEST_FAULT, C_REFS, F_BLOCKED, F_COMPUTE, F_STALL, FAULT_NAMES, H_FREE_Q, H_HINT_FRAMES, H_SHARED_FRAMES,
+    C_GUEST_FAULT, C_REFS, F_BLOCKED, F_COMPUTE, F_STALL, FAULT_NAMES, H_FREE_Q, H_SHARED_FRAMES,
     H_SMART_USED, H_SWAP_USED, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, I_COMP_Q, I_COMPRESSED, I_NBALLOON, I_OOM,
     I_PAGED, I_PRESENT, I_RESIDENT, I_SHARED, I_SMART, I_SWAPPED, I_TOUCHED, Q_PER_PAGE,
 )
@@ -72,7 +72,7 @@ class Recorder:
         hi = st.host_i
         free_mb = hi[H_FREE_Q] / Q_PER_MB
         shared_frames = hi[H_SHARED_FRAMES] * mb
-        hints = hi[H_HINT_FRAMES] * mb
+        hints = np.count_nonzero(st.share_ref == 1) * mb     # frames only one guest page maps so far
         mapped = vi[:, I_SHARED].sum() * mb
         self.host_rows.append(np.array([
             sim.scenario.host.memory_mb - free_mb, free_mb, shared_frames,

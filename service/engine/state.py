@@ -91,10 +91,10 @@ COUNTER_NAMES = ("refs", "first_touch", "guest_pagefile_read", "guest_page_out",
 FAULT_NAMES = COUNTER_NAMES[1:]
 
 # --- host integer columns (host_i) and float columns (host_f) ----------------------------------
-# H_SHARED_FRAMES counts host frames holding shared content; H_HINT_FRAMES those of them that only
-# one guest page maps so far (ESX's "hint" pages: candidates, nothing saved yet)
-(H_FREE_Q, H_TOTAL_Q, H_SHARED_FRAMES, H_HINT_FRAMES, H_SWAP_USED, H_SMART_USED, H_SHARE_ON,
- H_FIFO_ON, H_SWAP_DEV, H_RNG, N_H) = range(11)
+# H_SHARED_FRAMES counts host frames holding shared content (those of them with share_ref 1 are
+# ESX's "hint" pages: candidates, nothing saved yet)
+(H_FREE_Q, H_TOTAL_Q, H_SHARED_FRAMES, H_SWAP_USED, H_SMART_USED, H_SHARE_ON,
+ H_FIFO_ON, H_SWAP_DEV, H_RNG, N_H) = range(10)
 (HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HF_COW_NS, HF_COMPRESS_NS, HF_DECOMPRESS_NS, N_HF) = range(6)
 
 # --- devices (dev_f) ---------------------------------------------------------------------------
