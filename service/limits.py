@@ -25,7 +25,7 @@ import math
 from typing import Callable, Optional
 
 from .engine.config import Phase, Scenario, VM
-from .engine.layout import BOOT_COMPUTE_NS, mb_to_pages
+from .engine.layout import BOOT_COMPUTE_NS, mb_to_pages, phase_pages
 from .scenario import ROOT, ScenarioValidationError
 from .settings import Settings
 
@@ -90,14 +90,9 @@ def estimate_memory_bytes(scenario: Scenario, trace_sizes: Optional[TraceSizes] 
         npages = os_pages
         for j, phase in enumerate(vm.phases):
             size = sizes(i, j) if phase.kind == "trace" else None
-            if phase.kind == "trace":
-                phase_pages = size[1] if size is not None else 0
-                trace_refs += size[0] if size is not None else 0
-            elif phase.kind == "idle":
-                phase_pages = mb_to_pages(phase.footprint_mb)
-            else:
-                phase_pages = max(1, mb_to_pages(phase.footprint_mb))
-            npages = max(npages, os_pages + mb_to_pages(phase.offset_mb) + phase_pages)
+            trace_refs += size[0] if size is not None else 0
+            spanned = phase_pages(phase, size[1] if size is not None else 0)
+            npages = max(npages, os_pages + mb_to_pages(phase.offset_mb) + spanned)
         pages += max(npages, 1)
     return BYTES_PER_FRAME * frames + BYTES_PER_PAGE * pages + BYTES_PER_TRACE_REF * trace_refs
 

@@ -27,9 +27,10 @@ def mb_to_pages(mb: float) -> int:
     return int(round(mb * PAGES_PER_MB))
 
 
-def _phase_pages(phase: Phase, trace_ids: np.ndarray | None) -> int:
+def phase_pages(phase: Phase, trace_pages: int = 0) -> int:
+    """Guest pages a phase spans: a trace's distinct page ids (``trace_pages``), else its footprint."""
     if phase.kind == "trace":
-        return int(trace_ids.max()) + 1
+        return trace_pages
     if phase.kind == "idle":
         return mb_to_pages(phase.footprint_mb)
     return max(1, mb_to_pages(phase.footprint_mb))
@@ -98,7 +99,7 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
                 trace_chunks.append(ids)
                 trace_off += len(ids)
             start = os_pages + mb_to_pages(ph.offset_mb)
-            pages = _phase_pages(ph, ids)
+            pages = phase_pages(ph, int(ids.max()) + 1 if ph.kind == "trace" else 0)
             refs = -1 if ph.refs is None else int(ph.refs)
             if ph.kind == "trace":
                 loop_refs = len(ids) * max(1, ph.trace_loops)

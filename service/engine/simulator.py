@@ -60,22 +60,17 @@ class HookTimer:
     def __init__(self, policy: str, limit_s: Optional[float]):
         self.policy = policy
         self.limit_s = float(limit_s) if limit_s and limit_s > 0 else None
-        self._active = False
 
     def call(self, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.limit_s is None or self._active:
+        if self.limit_s is None:
             return fn(*args)
-        self._active = True
-        try:
-            if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
-                return self._with_alarm(hook, fn, args)
-            start = time.monotonic()
-            result = fn(*args)
-            if time.monotonic() - start > self.limit_s:
-                raise self._error(hook)
-            return result
-        finally:
-            self._active = False
+        if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+            return self._with_alarm(hook, fn, args)
+        start = time.monotonic()
+        result = fn(*args)
+        if time.monotonic() - start > self.limit_s:
+            raise self._error(hook)
+        return result
 
     def _with_alarm(self, hook: str, fn: Callable[..., Any], args: tuple) -> Any:
         def alarm(_signum: int, _frame: Any) -> None:
