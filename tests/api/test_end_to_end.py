@@ -107,6 +107,7 @@ def user_path(http: Http, workers: Workers, full_stack: bool) -> None:
             pytest.fail(f"runs did not finish: {current['runs']}\n{workers.output()}")
         time.sleep(0.2)
     assert current["status"] == "succeeded", (current["runs"], workers.output())
+    assert seen <= {"queued", "running", "succeeded"}, seen
     runs = current["runs"]
     assert [r["policy_name"] for r in runs] == ["static", "esx", "fair-balloon"]
 

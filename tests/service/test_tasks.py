@@ -250,6 +250,7 @@ def test_compare_against_the_static_baseline(settings):
     assert result["metrics"] == list(METRIC_COLUMNS)
     rows = {row["policy"]: row for row in result["runs"]}
     assert rows["static"]["is_baseline"] and not rows["overcommit"]["is_baseline"]
+    assert rows["static"]["deltas"].keys() == set(METRIC_COLUMNS)
     assert all(v in (0.0, None) for v in rows["static"]["deltas"].values())
     over, base = rows["overcommit"], rows["static"]
     assert over["deltas"]["peak_used_mb"] == pytest.approx(over["metrics"]["peak_used_mb"] - base["metrics"]["peak_used_mb"])
@@ -264,4 +265,5 @@ def test_compare_against_the_static_baseline(settings):
 
     with db.session_scope() as s:                     # no baseline among the runs: no deltas
         result = compare([s.get(Run, ids[0])])
-    assert result["baseline"] is None and all(v is None for v in result["runs"][0]["deltas"].values())
+    assert result["baseline"] is None and result["runs"][0]["deltas"].keys() == set(METRIC_COLUMNS)
+    assert all(v is None for v in result["runs"][0]["deltas"].values())
