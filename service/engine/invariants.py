@@ -59,7 +59,7 @@ def check(st: State, overhead_q_per_running_vm: int = 0) -> None:
         assert (hs[balloon] == 0).all(), f"{tag}: a ballooned frame is still host-backed"
         if row[I_REPL] == R_LRU and len(inuse):
             lru = _walk(st.lru_next, fb, int(row[I_LRU_HEAD]), nf)
-            assert sorted(lru) == sorted(inuse.tolist()), f"{tag}: LRU list does not hold exactly the in-use frames"
+            assert np.array_equal(np.sort(lru), inuse), f"{tag}: LRU list does not hold exactly the in-use frames"
         counts = {H_RAM: I_RESIDENT, H_SHARED: I_SHARED, H_COMPRESSED: I_COMPRESSED,
                   H_SWAPPED: I_SWAPPED, H_SMART: I_SMART}
         for state_code, col in counts.items():

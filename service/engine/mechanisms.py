@@ -10,7 +10,7 @@ from .kernel import (
     free_push,
 )
 from .state import (
-    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART,
+    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART, H_UNBACKED,
     H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
@@ -131,7 +131,7 @@ def report_free_pages(st, v):
     f = st.vm_i[v, I_FREE_HEAD]
     released = 0
     while f >= 0:
-        if st.host_state[fb + f] != 0:
+        if st.host_state[fb + f] != H_UNBACKED:
             release_backing(st, v, fb, f)
             released += 1
         f = st.lru_next[fb + f]
@@ -161,7 +161,7 @@ def populate(st, v, t):
     fb = st.vm_i[v, I_FRAME_BASE]
     missing = 0
     for f in range(st.vm_i[v, I_PRESENT]):
-        if st.host_state[fb + f] == 0 and st.frame_page[fb + f] != BALLOONED:
+        if st.host_state[fb + f] == H_UNBACKED and st.frame_page[fb + f] != BALLOONED:
             if host_fault_in(st, v, fb, f, t) < 0.0:
                 missing += 1
     return missing
