@@ -623,7 +623,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(
             f"vmemlab up: API     {client.api_url('')}  (health {client.api_url('/health')}, pid {api.pid})\n"
             + (f"vmemlab up: docs    {client.api_url('/docs')}  (OpenAPI {client.api_url('/openapi.json')})\n"
-               if getattr(settings, "docs_ui_url", None) else "")
+               if settings.docs_ui_url else "")
             + f"vmemlab up: worker  Celery, broker {broker} (pid {worker.pid})\n"
             f"vmemlab up: submit  vmemlab submit SCENARIO.json --url {client.base_url} --token TOKEN --wait\n"
             + ("" if first_token else "vmemlab up: tokens  writes need a bearer token: vmemlab tokens list / create\n")
@@ -672,12 +672,20 @@ def _first_admin_token(out: TextIO) -> str | None:
     (unless VMEMLAB_ADMIN_TOKEN gives one)."""
     from . import auth, db
 
-    if _configured_token(out, "vmemlab up: "):
+    if _has_usable_token(out, "vmemlab up: "):
         return None
     with db.session_scope() as session:
-        if auth.has_tokens(session):
-            return None
         return auth.create_token(session, "vmemlab up (first start)", auth.ADMIN)
+
+
+def _has_usable_token(out: TextIO, prefix: str) -> bool:
+    """VMEMLAB_ADMIN_TOKEN (stored now if new) or any unrevoked token in the database."""
+    from . import auth, db
+
+    if _configured_token(out, prefix):
+        return True
+    with db.session_scope() as session:
+        return auth.has_tokens(session)
 
 
 def _configured_token(out: TextIO, prefix: str) -> bool:
@@ -705,13 +713,7 @@ def _configured_token(out: TextIO, prefix: str) -> bool:
 
 
 def _warn_without_tokens(out: TextIO) -> None:
-    from . import auth, db
-
-    if _configured_token(out, ""):
-        return
-    with db.session_scope() as session:
-        missing = not auth.has_tokens(session)
-    if missing:
+    if not _has_usable_token(out, ""):
         out.write("warning: no API tokens: every write will be refused (401). Create one with "
                   "`vmemlab tokens create --name NAME --role admin`, or set VMEMLAB_ADMIN_TOKEN\n")
 
