@@ -62,7 +62,7 @@ def store_trace(session: Session, name: str, data: Union[bytes, IO[bytes]],
         if existing is not None:      # the row outlived its file: the file is back
             return existing
         trace = Trace(name=name, sha256=sha, path=sha, format=_format(head), size_bytes=size,
-                      length=stats["refs"], footprint_pages=stats["footprint"], ref_count=0)
+                      length=stats["refs"], footprint_pages=stats["footprint"])
         session.add(trace)
         session.flush()
         return trace

@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,11 +125,8 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
         if existing is None:
             raise
         return existing
-    if used:
-        session.execute(update(Trace).where(Trace.id.in_([t.id for t in used]))
-                        .values(ref_count=Trace.ref_count + 1).execution_options(synchronize_session=False))
-        for trace in used:
-            session.expire(trace, ["ref_count"])
+    for trace in used:
+        session.expire(trace, ["ref_count"])          # counted again when next read
     return experiment
 
 
@@ -137,10 +134,6 @@ def delete_experiment(session: Session, experiment: Experiment) -> None:
     """Delete an experiment with its runs and their series, and release its traces. Runs still
     queued or running are cancelled first by the caller (request_cancel); a worker that finds its
     run gone stops at its next heartbeat without writing anything."""
-    trace_ids = [t.id for t in experiment.traces]
-    if trace_ids:
-        session.execute(update(Trace).where(Trace.id.in_(trace_ids))
-                        .values(ref_count=Trace.ref_count - 1).execution_options(synchronize_session=False))
     session.delete(experiment)
     session.flush()
 

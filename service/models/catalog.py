@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text, text, true
+from sqlalchemy import BigInteger, Boolean, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..engine.config import PAGES_PER_MB
@@ -59,7 +59,7 @@ class Trace(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(BigInteger)
     footprint_pages: Mapped[int] = mapped_column(BigInteger)
-    ref_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # ref_count: a column_property counting its experiment_traces rows (models/experiments.py)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     @property

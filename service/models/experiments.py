@@ -4,13 +4,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Optional
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from .base import Base, utcnow
 
+from .catalog import Trace
+
 if TYPE_CHECKING:
-    from .catalog import Host, Trace, VMTemplate
+    from .catalog import Host, VMTemplate
     from .runs import Run
 
 
@@ -51,6 +53,12 @@ class ExperimentTrace(Base):
 
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
     trace_id: Mapped[int] = mapped_column(ForeignKey("traces.id", ondelete="RESTRICT"), primary_key=True, index=True)
+
+
+# How many experiments use a trace: counted, not kept beside the link rows (models/catalog.py)
+Trace.ref_count = column_property(
+    select(func.count()).where(ExperimentTrace.trace_id == Trace.id).correlate_except(ExperimentTrace)
+    .scalar_subquery())
 
 
 class ExperimentTemplate(Base):
