@@ -82,7 +82,6 @@ class DynamicMemoryPolicy(Policy):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.p = params
         self.last_balance = -1e18
         self.surplus_since: dict[str, float] = {}
 
@@ -127,12 +126,12 @@ class DynamicMemoryPolicy(Policy):
 
     def on_epoch(self, host: HostView) -> Decisions:
         decisions = Decisions(host=HostDecision(sharing_pages_per_s=0.0))
-        if host.time_s - self.last_balance < self.p["balance_interval_s"] - 1e-9:
+        if host.time_s - self.last_balance < self.params["balance_interval_s"] - 1e-9:
             return decisions        # host_swap and populate are standing settings: nothing to repeat
         self.last_balance = host.time_s
         claims = self.claims(host)
         goal = balance(claims, host.available_mb)
-        rate = self.p["balloon_rate_mb_s"] * self.p["balance_interval_s"]
+        rate = self.params["balloon_rate_mb_s"] * self.params["balance_interval_s"]
         seen = {v.name: v.visible_mb for v in host.running}
         # removals first, so that additions hand out only memory that is really free
         for v in host.running:
@@ -142,7 +141,7 @@ class DynamicMemoryPolicy(Policy):
             if want < v.visible_mb - 1e-6:
                 since = self.surplus_since.setdefault(v.name, host.time_s)
                 squeezed = v.guest is not None and want < v.guest.committed_mb * (1 + v.settings.buffer_pct / 100.0)
-                if squeezed or host.time_s - since >= self.p["removal_delay_s"]:
+                if squeezed or host.time_s - since >= self.params["removal_delay_s"]:
                     take = min(v.visible_mb - want, rate)
                     d.balloon_mb = min(v.balloon_mb + take, v.present_mb)
                     seen[v.name] = v.visible_mb - take

@@ -113,9 +113,7 @@ class EsxPolicy(Policy):
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = params
-        self.p = p
-        self.tax = p["idle_tax_pct"] / 100.0
+        self.tax = params["idle_tax_pct"] / 100.0
         self.active: dict[str, _Active] = {}
         self.last_sample: dict[str, float] = {}
         self.state = "high"
@@ -145,13 +143,13 @@ class EsxPolicy(Policy):
     # --- every epoch -------------------------------------------------------------------------
 
     def setup(self, host: HostView) -> HostDecision:
-        return HostDecision(sharing_salted=not self.p["inter_vm_sharing"])
+        return HostDecision(sharing_salted=not self.params["inter_vm_sharing"])
 
     def _free_state(self, host: HostView) -> str:
         """W02 6.3: below 4% free ESX balloons (soft), below 2% it pages (hard), below 1% it also
         blocks (low). It climbs back only with a margin: to high once free memory is back above
         6%, from hard and low once it clears their threshold by ``hysteresis_pct``."""
-        p = self.p
+        p = self.params
         free_pct = 100.0 * host.free_mb / host.memory_mb
         if free_pct >= p["soft_pct"]:
             raw = "high"
@@ -171,14 +169,14 @@ class EsxPolicy(Policy):
         return state
 
     def _sample(self, host: HostView, decisions: Decisions) -> None:
-        period = self.p["sample_period_s"]
+        period = self.params["sample_period_s"]
         for vm in host.running:
             last = self.last_sample.get(vm.name)
             if last is None or host.time_s - last >= period - 1e-9:
                 if last is not None and vm.active_sample and vm.active_sample[1]:
                     touched, sampled = vm.active_sample
-                    self.active.setdefault(vm.name, _Active()).update(touched / sampled, self.p["slow_gain"], self.p["fast_gain"])
-                decisions.vm(vm.name).sample_pages = self.p["sample_pages"]
+                    self.active.setdefault(vm.name, _Active()).update(touched / sampled, self.params["slow_gain"], self.params["fast_gain"])
+                decisions.vm(vm.name).sample_pages = self.params["sample_pages"]
                 decisions.vm(vm.name).sample_s = period
                 self.last_sample[vm.name] = host.time_s
 
@@ -186,7 +184,7 @@ class EsxPolicy(Policy):
         return vm.resident_mb + vm.shared_mb + vm.compressed_mb
 
     def _compute_targets(self, host: HostView) -> None:
-        capacity = host.available_mb - host.memory_mb * self.p["high_pct"] / 100.0
+        capacity = host.available_mb - host.memory_mb * self.params["high_pct"] / 100.0
         vms = []
         for vm in host.running:
             s = vm.settings
@@ -196,7 +194,7 @@ class EsxPolicy(Policy):
         self.targets = min_funding_targets(vms, max(capacity, 0.0), self.tax, step=max(host.memory_mb / 512.0, 1.0))
 
     def on_epoch(self, host: HostView) -> Decisions:
-        p = self.p
+        p = self.params
         running = host.running
         scan = 0.0
         if p["share_scan_minutes"] > 0 and running:

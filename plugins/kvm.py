@@ -47,7 +47,6 @@ class KvmPolicy(Policy):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.p = params
         self.last_cycle = -1e18
 
     def setup(self, host: HostView) -> HostDecision:
@@ -55,14 +54,14 @@ class KvmPolicy(Policy):
 
     def admit(self, host: HostView, vm: VMView, restart: bool) -> Admission:
         configured = sum(v.settings.memory_mb for v in host.running if v.name != vm.name) + vm.settings.memory_mb
-        limit = self.p["max_overcommit"] * (host.memory_mb - host.reserve_mb)
+        limit = self.params["max_overcommit"] * (host.memory_mb - host.reserve_mb)
         if configured > limit:
             return Admission(False, f"configured memory would reach {configured} MB, over "
-                                    f"{self.p['max_overcommit']:g}x the host")
+                                    f"{self.params['max_overcommit']:g}x the host")
         return Admission(True, assigned_mb=vm.settings.memory_mb)
 
     def on_epoch(self, host: HostView) -> Decisions:
-        p = self.p
+        p = self.params
         running = host.running
         scan = 0.0
         if p["ksm"] and running:
@@ -90,7 +89,7 @@ class KvmPolicy(Policy):
 
     def _balloon_target(self, vm: VMView, host_free_frac: float) -> float | None:
         """oVirt MOM balloon.rules, one cycle."""
-        p = self.p
+        p = self.params
         size = vm.settings.memory_mb
         max_change = size * p["max_balloon_change_pct"] / 100.0
         min_change = size * p["min_balloon_change_pct"] / 100.0
