@@ -90,7 +90,6 @@ class Recorder:
         for table in self.policy_metrics.values():
             for column in table.values():
                 column.extend([None] * (epoch + 1 - len(column)))
-        sim.policy_metrics = {}
 
     def vm_array(self) -> np.ndarray:
         """(epochs, vms, fields)"""

@@ -484,6 +484,7 @@ class Simulation:
             deltas = counts - self.last_counts
             self.last_counts = counts
             self.recorder.record(self, t1, deltas)
+            self.policy_metrics = {}         # reported for this epoch only
             if progress is not None:
                 progress((epoch + 1) / n_epochs)
             if should_stop is not None and should_stop():
