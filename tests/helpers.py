@@ -1,7 +1,9 @@
-"""Small builders shared by the engine tests."""
+"""Small builders shared by the engine tests, and a free port for the service tests."""
 from __future__ import annotations
 
-from service.engine import ContentMix, Event, Host, Phase, Scenario, VM
+import socket
+
+from service.engine import Host, Scenario, VM
 from service.sdk import Decisions, HostDecision, Policy
 
 
@@ -12,6 +14,13 @@ def vm(name="vm", memory_mb=256, os_mb=32, phases=(), **kw) -> VM:
 def scenario(vms, host_mb=1024, duration_s=2.0, epoch_s=0.5, seed=1, **host_kw) -> Scenario:
     return Scenario(host=Host(memory_mb=host_mb, **host_kw), vms=tuple(vms), duration_s=duration_s,
                     epoch_s=epoch_s, seed=seed)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback nobody listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class FixedPolicy(Policy):

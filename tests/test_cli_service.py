@@ -29,6 +29,7 @@ from service import cli, serving
 from service.cli import main
 from service.client import Client, error_lines, normalize_base_url
 from service.settings import use_settings
+from tests.helpers import free_port
 from tests.service.helpers import tiny as service_tiny
 from tests.test_cli import run
 
@@ -44,11 +45,6 @@ def write_json(path: Path, doc: Any) -> str:
     path.write_text(json.dumps(doc))
     return str(path)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from service.scenario import load_scenario
 from service.sdk import Admission, Decisions, Policy
 from service.settings import Settings, use_settings
 from tests.api.helpers import token_for
+from tests.helpers import free_port
 
 from . import fault_plugins
 from .conftest import installed, truncate_all
@@ -101,11 +101,6 @@ def _assert_nothing_lost_or_duplicated(runs: list[Run]) -> None:
             assert run.summary is None and all(v is None for v in run.metrics.values())
     assert _series_count() == sum(r.status == "succeeded" for r in runs)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- test plugins, installed the way a distribution is ----------------------------------------------
@@ -326,7 +321,7 @@ class RedisServer:
     """A throwaway redis-server without persistence: stopping it loses every message."""
 
     def __init__(self, logs: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.logs = logs
         self.proc: Optional[subprocess.Popen] = None
@@ -625,7 +620,7 @@ def test_a_worker_keeps_its_run_while_its_connections_are_dropped(postgres_migra
     """A real worker (PostgreSQL database, embedded broker) whose every connection is killed
     every 20 ms for as long as its run lasts: the run succeeds once."""
     truncate_all(postgres_migrated)
-    app_name = f"vmemlab-faults-{_free_port()}"
+    app_name = f"vmemlab-faults-{free_port()}"
     env = _environment(DATABASE_URL=postgres_migrated, VMEMLAB_DATA_DIR=str(tmp_path / "var"),
                        VMEMLAB_HEARTBEAT_S="0.2", VMEMLAB_STALE_HEARTBEATS="100", PGAPPNAME=app_name)
     settings = Settings.from_env(env)
