@@ -111,7 +111,8 @@ class DynamicMemoryPolicy(Policy):
         room = self.pool_mb(host, vm.name) + self.reclaimable_mb(host, vm.name)
         if startup > room:
             return Admission(False, f"needs {startup} MB startup memory; {room:.0f} MB is free or reclaimable")
-        return Admission(True, assigned_mb=startup, populate=True)   # Hyper-V backs all assigned memory
+        # Hyper-V backs all assigned memory, and never takes a VM below its minimum
+        return Admission(True, assigned_mb=startup, populate=True, guaranteed_mb=vm.settings.minimum_mb)
 
     # --- every epoch -------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from marshmallow import Schema, fields, validate, validates_schema, ValidationError
 
-from service.sdk import Admission, Decisions, HostDecision, HostView, Policy, VMView
+from service.sdk import PAGES_PER_MB, Admission, Decisions, HostDecision, HostView, Policy, VMView
 
 STATES = ("high", "soft", "hard", "low")
 
@@ -45,27 +45,55 @@ class _Active:
         return max(self.slow, self.fast, self.latest)
 
 
-def min_funding_targets(vms: list[dict], capacity: float, tax: float, step: float) -> dict[str, float]:
-    """Shrink allocations until they fit ``capacity``, always taking from the VM that pays the
-    least per page: the fewest shares per page, idle pages counting k = 1/(1-tax) times."""
+@dataclass
+class Claim:
+    """What the allocation loop knows of one VM, in MB."""
+
+    name: str
+    shares: float
+    minimum: float        # its reservation (min): never targeted below
+    maximum: float        # its size, or its limit if lower
+    demand: float         # memory it has touched and not given back of its own accord
+    active: float         # sampled active fraction f
+
+
+def min_funding_targets(claims: list[Claim], capacity: float, tax: float, step: float) -> dict[str, float]:
+    """Each VM's target allocation (W02 5.1-5.2). Start from what each demands (within min and
+    max). If that is more than ``capacity``, revoke ``step`` at a time from the VM paying the
+    least per page, rho = S / (P * (f + k * (1 - f))) with k = 1 / (1 - tax), so idle pages cost
+    k times more; never below min. If it is less, the rest is handed out by shares up to max, so
+    that a growing VM has room before memory runs short."""
     k = 1.0 / (1.0 - tax)
-    alloc = {v["name"]: min(max(v["alloc"], v["min"]), v["max"]) for v in vms}
+    alloc = {c.name: min(max(c.demand, c.minimum), c.maximum) for c in claims}
+    by_name = {c.name: c for c in claims}
     excess = sum(alloc.values()) - capacity
-    by_name = {v["name"]: v for v in vms}
     while excess > 1e-9:
-        candidates = [n for n in alloc if alloc[n] > by_name[n]["min"] + 1e-9]
+        candidates = [n for n in alloc if alloc[n] > by_name[n].minimum + 1e-9]
         if not candidates:
             break
 
         def rho(n: str) -> float:
-            v = by_name[n]
-            f = v["active"]
-            return v["shares"] / (max(alloc[n], 1e-9) * (f + k * (1.0 - f)))
+            c = by_name[n]
+            return c.shares / (max(alloc[n], 1e-9) * (c.active + k * (1.0 - c.active)))
 
         victim = min(candidates, key=lambda n: (rho(n), n))
-        take = min(step, alloc[victim] - by_name[victim]["min"], excess)
+        take = min(step, alloc[victim] - by_name[victim].minimum, excess)
         alloc[victim] -= take
         excess -= take
+    spare = -excess
+    while spare > 1e-9:
+        open_ = [c for c in claims if alloc[c.name] < c.maximum - 1e-9]
+        total = sum(max(c.shares, 1e-9) for c in open_)
+        if not open_:
+            break
+        given = 0.0
+        for c in open_:
+            add = min(spare * max(c.shares, 1e-9) / total, c.maximum - alloc[c.name])
+            alloc[c.name] += add
+            given += add
+        spare -= given
+        if given <= 1e-9:
+            break
     return alloc
 
 
@@ -105,6 +133,9 @@ class EsxPolicy(Policy):
         compression = fields.Boolean(load_default=True, metadata={"description": "Mem.MemZipEnable"})
         compression_cache_pct = fields.Float(load_default=10.0, validate=validate.Range(min=0.0, max=100.0),
                                              metadata={"description": "Mem.MemZipMaxPct"})
+        balloon_deadband_pct = fields.Float(load_default=1.0, validate=validate.Range(min=0.0, max=50.0),
+                                            metadata={"description": "balloon changes smaller than this "
+                                                                     "(% of the VM's memory) are not made"})
 
         @validates_schema
         def ordered_thresholds(self, data, **_):
@@ -113,7 +144,6 @@ class EsxPolicy(Policy):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.tax = params["idle_tax_pct"] / 100.0
         self.active: dict[str, _Active] = {}
         self.last_sample: dict[str, float] = {}
         self.state = "high"
@@ -124,16 +154,11 @@ class EsxPolicy(Policy):
     # --- admission ---------------------------------------------------------------------------
 
     def admit(self, host: HostView, vm: VMView, restart: bool) -> Admission:
-        reserved = sum(v.settings.reservation_mb + host.vm_overhead_mb for v in host.running if v.name != vm.name)
-        need = vm.settings.reservation_mb + host.vm_overhead_mb
-        room = host.memory_mb - host.reserve_mb - reserved
-        if need > room:
-            return Admission(False, f"reservation {vm.settings.reservation_mb} MB + {host.vm_overhead_mb} MB overhead "
-                                    f"exceeds the {room:.0f} MB not yet reserved")
+        # power-on reserves min + overhead (W02 6.1): the engine's admission control does the sum
         self.active[vm.name] = _Active()
         self.balloon[vm.name] = 0.0
         self.last_sample.pop(vm.name, None)
-        return Admission(True, assigned_mb=vm.settings.memory_mb)
+        return Admission(True, assigned_mb=vm.settings.memory_mb, guaranteed_mb=vm.settings.reservation_mb)
 
     def on_stop(self, host: HostView, vm: VMView) -> None:
         self.active.pop(vm.name, None)
@@ -180,25 +205,48 @@ class EsxPolicy(Policy):
                 decisions.vm(vm.name).sample_s = period
                 self.last_sample[vm.name] = host.time_s
 
-    def _held_mb(self, vm: VMView) -> float:
-        return vm.resident_mb + vm.shared_mb + vm.compressed_mb
+    @staticmethod
+    def _demand_mb(vm: VMView) -> float:
+        """Memory the guest has touched and not given back: what it holds, plus what the host
+        took from it (balloon, host swap, compression), so that reclaiming a VM does not lower
+        its claim."""
+        return vm.resident_mb + vm.shared_mb + vm.compressed_mb + vm.host_swapped_mb + vm.balloon_mb
 
     def _compute_targets(self, host: HostView) -> None:
         capacity = host.available_mb - host.memory_mb * self.params["high_pct"] / 100.0
-        vms = []
-        for vm in host.running:
-            s = vm.settings
-            vms.append({"name": vm.name, "alloc": self._held_mb(vm), "min": float(s.reservation_mb),
-                        "max": float(min(s.memory_mb, s.limit_mb)), "shares": float(s.shares),
-                        "active": self.active.get(vm.name, _Active()).estimate})
-        self.targets = min_funding_targets(vms, max(capacity, 0.0), self.tax, step=max(host.memory_mb / 512.0, 1.0))
+        claims = [Claim(vm.name, float(vm.settings.shares), float(vm.settings.reservation_mb),
+                        float(min(vm.settings.memory_mb, vm.settings.limit_mb)), self._demand_mb(vm),
+                        self.active.get(vm.name, _Active()).estimate)
+                  for vm in host.running]
+        self.targets = min_funding_targets(claims, max(capacity, 0.0), self.params["idle_tax_pct"] / 100.0,
+                                           step=max(host.memory_mb / 1024.0, 1.0))
+
+    def _balloon_step(self, vm: VMView, target: float, rate: float) -> float:
+        """The balloon size for this epoch. Inflate, in soft state and below, a VM above its
+        target until the guest is left its target; deflate, when memory is plentiful again, a VM
+        the balloon holds below its target. Both at a bounded rate, and not for changes smaller
+        than ``balloon_deadband_pct`` of the VM, so the balloon settles instead of chasing noise."""
+        p = self.params
+        s = vm.settings
+        current = self.balloon.get(vm.name, vm.balloon_mb)
+        cap = s.memory_mb * p["ctl_max_pct"] / 100.0
+        leave = min(target, s.limit_mb)      # a VM over its limit is ballooned whatever the state
+        wanted = min(max(vm.present_mb - leave, 0.0), cap)
+        deadband = s.memory_mb * p["balloon_deadband_pct"] / 100.0
+        over_limit = s.limit_mb < s.memory_mb and vm.present_mb - current > s.limit_mb + deadband
+        over_target = vm.allocated_mb > target + deadband
+        if wanted > current + deadband and (over_limit or (self.state != "high" and over_target)):
+            return min(wanted, current + rate)
+        if wanted < current - deadband and self.state == "high":
+            return max(wanted, current - rate)
+        return current
 
     def on_epoch(self, host: HostView) -> Decisions:
         p = self.params
         running = host.running
         scan = 0.0
         if p["share_scan_minutes"] > 0 and running:
-            scan = sum(v.present_mb for v in running) / len(running) * 256 / (p["share_scan_minutes"] * 60.0)
+            scan = sum(v.present_mb for v in running) / len(running) * PAGES_PER_MB / (p["share_scan_minutes"] * 60.0)
         new_state = self._free_state(host)
         worsened = STATES.index(new_state) > STATES.index(self.state)
         self.state = new_state
@@ -214,36 +262,24 @@ class EsxPolicy(Policy):
             d = decisions.vm(vm.name)
             d.host_swap = True
             d.victim = "random"
+            d.share_before_swap = p["share_scan_minutes"] > 0   # W02 4.3; off with sharing off
             d.compression = p["compression"]
             d.compression_cache_pct = p["compression_cache_pct"]
             if s.limit_mb < s.memory_mb:
                 d.host_limit_mb = s.limit_mb
             target = self.targets.get(vm.name, float(s.memory_mb))
-            held = self._held_mb(vm)
             d.host_target_mb = target
-            # the balloon leaves the guest exactly its target, so the guest chooses what to give up
-            wanted = 0.0
+            step = self.balloon.get(vm.name, vm.balloon_mb)
             if vm.balloon_driver:
-                # a VM over its limit is ballooned whatever the host's state: the balloon comes
-                # before paging, and the hard limit below pages only what the balloon leaves
-                below = target if self.state != "high" else (s.limit_mb if s.limit_mb < s.memory_mb else vm.present_mb)
-                wanted = min(max(vm.present_mb - below, 0.0), s.memory_mb * p["ctl_max_pct"] / 100.0)
-            current = self.balloon.get(vm.name, vm.balloon_mb)
-            if wanted > current:
-                step = min(wanted, current + rate)
-            elif self.state == "high":
-                step = max(wanted, current - rate)   # give memory back only when memory is plentiful
-            else:
-                step = current
-            if vm.balloon_driver:
+                step = self._balloon_step(vm, target, rate)
                 self.balloon[vm.name] = step
                 d.balloon_mb = step
             ballooned_off = max(0.0, step - vm.balloon_mb)
             if self.state in ("hard", "low") or (self.state == "soft" and not vm.balloon_driver):
-                excess = held - target - ballooned_off
+                excess = vm.allocated_mb - target - ballooned_off
                 if excess > 0:
                     d.host_reclaim_mb = min(excess, vm.present_mb)
-            d.blocked = self.state == "low" and held > target + 1.0
+            d.blocked = self.state == "low" and vm.allocated_mb > target + 1.0
             d.metrics = {"active_pct": 100.0 * self.active.get(vm.name, _Active()).estimate,
                          "target_mb": target, "balloon_target_mb": step}
         return decisions

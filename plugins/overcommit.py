@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from service.sdk import Admission, Decisions, HostDecision, HostView, Policy, VMView
+from service.sdk import PAGES_PER_MB, Admission, Decisions, HostDecision, HostView, Policy, VMView
 
 
 class OvercommitPolicy(Policy):
@@ -33,53 +33,47 @@ class OvercommitPolicy(Policy):
         compression_cache_pct = fields.Float(
             load_default=10.0, validate=validate.Range(min=0.0, max=100.0),
             metadata={"description": "per-VM compression cache cap, % of VM memory (ESX Mem.MemZipMaxPct)"})
+        share_before_swap = fields.Boolean(
+            load_default=True, metadata={"description": "share a victim whose content is already on a shared frame "
+                                                          "instead of paging it (ESX, W02 4.3); needs sharing on"})
         max_overcommit = fields.Float(
             load_default=4.0, validate=validate.Range(min=1.0, max=100.0),
             metadata={"description": "refuse a VM that would take configured memory above this multiple of "
                                      "host memory"})
 
-    def __init__(self, share_scan_minutes: float, inter_vm_sharing: bool, victim: str, compression: bool,
-                 compression_cache_pct: float, max_overcommit: float):
-        super().__init__(share_scan_minutes=share_scan_minutes, inter_vm_sharing=inter_vm_sharing,
-                         victim=victim, compression=compression,
-                         compression_cache_pct=compression_cache_pct, max_overcommit=max_overcommit)
-        self.scan_minutes = share_scan_minutes
-        self.inter_vm = inter_vm_sharing
-        self.victim = victim
-        self.compression = compression
-        self.cache_pct = compression_cache_pct
-        self.max_overcommit = max_overcommit
-
     def setup(self, host: HostView) -> HostDecision:
-        return HostDecision(sharing_salted=not self.inter_vm)
+        return HostDecision(sharing_salted=not self.params["inter_vm_sharing"])
 
     def admit(self, host: HostView, vm: VMView, restart: bool) -> Admission:
         configured = sum(v.settings.memory_mb for v in host.running if v.name != vm.name) + vm.settings.memory_mb
-        limit = self.max_overcommit * (host.memory_mb - host.reserve_mb)
+        limit = self.params["max_overcommit"] * (host.memory_mb - host.reserve_mb)
         if configured > limit:
-            return Admission(False, f"configured memory would reach {configured} MB, over {self.max_overcommit:g}x "
+            return Admission(False, f"configured memory would reach {configured} MB, over {self.params['max_overcommit']:g}x "
                                     f"the host's {host.memory_mb - host.reserve_mb} MB")
         if host.free_mb < host.vm_overhead_mb:
             return Admission(False, f"no host memory left even for the VM's {host.vm_overhead_mb} MB overhead")
         return Admission(True, assigned_mb=vm.settings.memory_mb)
 
     def on_epoch(self, host: HostView) -> Decisions:
+        p = self.params
         running = host.running
         decisions = Decisions(host=HostDecision(sharing_scan="random", sharing_pages_per_s=self._scan_rate(running)))
         configured = sum(v.settings.memory_mb for v in running) or 1
         for vm in running:
             d = decisions.vm(vm.name)
             d.host_swap = True
-            d.victim = self.victim
-            d.compression = self.compression
-            d.compression_cache_pct = self.cache_pct
+            d.victim = p["victim"]
+            d.compression = p["compression"]
+            d.compression_cache_pct = p["compression_cache_pct"]
+            d.share_before_swap = p["share_before_swap"] and p["share_scan_minutes"] > 0
             # with nothing known about the guests, memory is short for everyone alike: each VM's
             # soft target is its configured share of the host
             d.host_target_mb = host.available_mb * vm.settings.memory_mb / configured
         return decisions
 
     def _scan_rate(self, running: tuple[VMView, ...]) -> float:
-        if self.scan_minutes <= 0 or not running:
+        minutes = self.params["share_scan_minutes"]
+        if minutes <= 0 or not running:
             return 0.0
-        mean_pages = sum(v.present_mb for v in running) / len(running) * 256
-        return mean_pages / (self.scan_minutes * 60.0)
+        mean_pages = sum(v.present_mb for v in running) / len(running) * PAGES_PER_MB
+        return mean_pages / (minutes * 60.0)

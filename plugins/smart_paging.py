@@ -35,11 +35,12 @@ class SmartPagingPolicy(DynamicMemoryPolicy):
         room = self.pool_mb(host, vm.name) + self.reclaimable_mb(host, vm.name)
         self.smart.pop(vm.name, None)
         if startup <= room:
-            return Admission(True, assigned_mb=startup, populate=True)
+            return Admission(True, assigned_mb=startup, populate=True, guaranteed_mb=vm.settings.minimum_mb)
         if restart and room >= vm.settings.minimum_mb:
             gap = min(startup - room, startup - vm.settings.minimum_mb)
             self.smart[vm.name] = (float(gap), float(startup))
-            return Admission(True, assigned_mb=startup, smart_paging_mb=int(gap + 0.999), populate=True)
+            return Admission(True, assigned_mb=startup, smart_paging_mb=int(gap + 0.999), populate=True,
+                             guaranteed_mb=vm.settings.minimum_mb)
         return Admission(False, f"needs {startup} MB startup memory; {room:.0f} MB is free or reclaimable"
                                 + ("" if restart else " (Smart Paging serves restarts only)"))
 

@@ -31,7 +31,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from .engine.config import (
     DEVICE_PRESETS, EVENT_ACTIONS, PHASE_KINDS, REPLACEMENTS, VM, ContentMix, Costs, Device, Event,
-    Host, Phase, Scenario, ScenarioError,
+    Host, Phase, PolicyEvent, Scenario, ScenarioError,
 )
 
 ROOT = "(document)"      # the path of a problem that belongs to the document as a whole
@@ -264,6 +264,18 @@ class PolicyChoiceSchema(Schema):
     params = fields.Dict(keys=fields.String(), load_default=dict)
 
 
+class PolicyEventSchema(Schema):
+    """``{"at_s": 60, "policy": "esx", "params": {"idle_tax_pct": 90}}``: the parameters are
+    checked against the policy's own schema where the policy is known (CLI, API)."""
+    at_s = _Float(required=True, validate=validate.Range(0, MAX_SECONDS))
+    policy = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    params = fields.Dict(keys=fields.String(), required=True, validate=validate.Length(min=1))
+
+    @post_load
+    def _build(self, data: dict, **kwargs: Any) -> PolicyEvent:
+        return PolicyEvent(at_s=data["at_s"], policy=data["policy"], params=tuple(sorted(data["params"].items())))
+
+
 class ScenarioSchema(Schema):
     name = fields.String(validate=validate.Length(min=1, max=200))
     description = fields.String(validate=validate.Length(max=10_000))
@@ -274,6 +286,13 @@ class ScenarioSchema(Schema):
     host = fields.Nested(HostSchema, required=True)
     vms = fields.List(fields.Nested(VMSchema), required=True)
     policies = fields.List(fields.Nested(PolicyChoiceSchema), load_default=list)
+    policy_events = fields.List(fields.Nested(PolicyEventSchema))
+
+    @post_load
+    def _tuples(self, data: dict, **kwargs: Any) -> dict:
+        if "policy_events" in data:
+            data["policy_events"] = tuple(data["policy_events"])
+        return data
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -329,6 +348,7 @@ def scenario_to_dict(scenario: Scenario) -> dict:
         workload = {"phases": vm.pop("phases"), "repeat": vm.pop("repeat")}
         events = vm.pop("events")
         doc["vms"].append({**vm, "workload": workload, "events": events})
+    doc["policy_events"] = [{"at_s": e.at_s, "policy": e.policy, "params": e.changes} for e in scenario.policy_events]
     return json.loads(json.dumps(doc))   # tuples to lists: the document is plain JSON data
 
 

@@ -73,7 +73,9 @@ class Host:
 
 PHASE_KINDS = ("idle", "uniform", "zipf", "hotcold", "scan", "trace")
 REPLACEMENTS = ("lru", "clock", "fifo")
-EVENT_ACTIONS = ("start", "stop", "restart")
+# load_balloon_driver: the guest gets its balloon driver then (VMware Tools installed, the Linux
+# driver loaded late); before the first such event it has none, whatever ``balloon_driver`` says
+EVENT_ACTIONS = ("start", "stop", "restart", "load_balloon_driver")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,20 @@ class Event:
 
 
 @dataclass(frozen=True)
+class PolicyEvent:
+    """An administrator changes a policy's parameters during the run (W02 changes the idle tax
+    this way). It applies to runs of ``policy`` only; ``params`` are merged over the current ones."""
+
+    at_s: float
+    policy: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def changes(self) -> dict[str, object]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
 class VM:
     name: str
     memory_mb: int                        # configured size (static, overcommit, ESX max)
@@ -135,6 +151,10 @@ class VM:
     phases: tuple[Phase, ...] = ()
     repeat: bool = False                  # loop the phases until the VM stops
     events: tuple[Event, ...] = (Event(0.0, "start"),)
+
+    @property
+    def balloon_driver_at_boot(self) -> bool:
+        return self.balloon_driver and not any(ev.action == "load_balloon_driver" for ev in self.events)
 
     @property
     def startup(self) -> int:
@@ -172,6 +192,7 @@ class Scenario:
     slice_ms: float = 1.0
     name: str = "scenario"
     description: str = ""
+    policy_events: tuple[PolicyEvent, ...] = ()
 
     def check(self) -> "Scenario":
         """Cross-field rules; raises ScenarioError naming the field."""
@@ -237,4 +258,9 @@ class Scenario:
                     raise ScenarioError(f"{where}.events[{j}].action", f"must be one of {', '.join(EVENT_ACTIONS)}")
                 if not 0 <= ev.at_s <= self.duration_s:
                     raise ScenarioError(f"{where}.events[{j}].at_s", f"must be within the run (0..{self.duration_s} s)")
+        for j, pev in enumerate(self.policy_events):
+            if not 0 <= pev.at_s <= self.duration_s:
+                raise ScenarioError(f"policy_events[{j}].at_s", f"must be within the run (0..{self.duration_s} s)")
+            if not pev.params:
+                raise ScenarioError(f"policy_events[{j}].params", "must change at least one parameter")
         return self

@@ -19,15 +19,15 @@ from numba import njit
 from .state import (
     BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
     C_GUEST_FAULT, C_GUEST_PAGE_OUT, C_GUEST_PF_READ, C_HOST_SWAP_IN, C_HOST_SWAP_OUT, C_REFS,
-    C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
-    F_BLOCKED, F_CBIG, F_CLOCK, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
+    C_SHARED_BEFORE_SWAP, C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
+    F_BLOCKED, F_CBIG, F_CLOCK, F_MEMORY_WAIT, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
     F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, H_COMPRESSED, H_FIFO_ON,
     H_FREE_Q, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
     H_SWAP_DEV, H_SWAP_USED, H_SWAPPED, H_UNBACKED, HF_COMPRESS_NS, HF_COW_NS,
     HF_DECOMPRESS_NS, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HOST_BITS, I_BACKED_Q,
     I_BALLOON_HEAD, I_BLOCKED, I_BOOT_PHASE, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED,
     I_DONE, I_FIFO_HEAD, I_FIFO_LEN, I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_IMAGE_ID,
-    I_IMAGE_PAGES, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON, I_NFRAMES, I_NFREE, I_NINUSE,
+    I_IMAGE_PAGES, I_LIMIT_Q, I_LRU_HEAD, I_MIN_Q, I_SHARE_FIRST, I_LRU_TAIL, I_NBALLOON, I_NFRAMES, I_NFREE, I_NINUSE,
     I_OOM, I_OS_PAGES, I_PAGE_BASE, I_PAGED, I_PF_CAP, I_PF_DEV, I_PF_SLOTS, I_PHASE,
     I_PHASE_END, I_PHASE_FIRST, I_PHASE_REFS, I_PRESENT, I_REPEAT, I_REPL, I_RESIDENT,
     I_RUNNING, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_DEV, I_SMART_QUOTA,
@@ -300,6 +300,37 @@ def release_backing(st, v, fb, f):
     st.flags[fb + f] &= ~F_CBIG
 
 
+@jit(inline="always")
+def held_q(st, u):
+    """Host memory VM u holds, in quarters: private RAM, its compression cache at compressed size,
+    and the shared frames it maps (each counted whole: the guest uses it at RAM speed)."""
+    return st.vm_i[u, I_BACKED_Q] + 4 * st.vm_i[u, I_SHARED]
+
+
+@jit(inline="always")
+def may_take(st, u, q):
+    """May a reclaim path take ``q`` quarters from VM u? Not below its guarantee (I_MIN_Q)."""
+    return held_q(st, u) - q >= st.vm_i[u, I_MIN_Q]
+
+
+@jit
+def share_frame(st, v, F, slot):
+    """Map guest frame F (backed by private RAM) of VM v onto the host frame holding its content.
+    The first holder of a content becomes that frame (ESX's hint: nothing saved yet); each later
+    one frees its own host page. Returns True if a host page was freed."""
+    st.host_state[F] = H_SHARED
+    st.vm_i[v, I_RESIDENT] -= 1
+    st.vm_i[v, I_SHARED] += 1
+    st.vm_i[v, I_BACKED_Q] -= 4
+    freed = st.share_ref[slot] > 0
+    if freed:
+        st.host_i[H_FREE_Q] += 4
+    else:
+        st.host_i[H_SHARED_FRAMES] += 1
+    st.share_ref[slot] += 1
+    return freed
+
+
 @jit
 def pick_host_victim(st, u):
     """A guest frame of VM u backed by private host RAM, chosen by u's strategy; -1 if none."""
@@ -346,10 +377,18 @@ def pick_host_victim(st, u):
 
 @jit
 def evict_to_host_storage(st, u, f, t, to_smart):
-    """Take host RAM away from guest frame f of VM u: compress it if u allows and it fits in the
-    cache, else write it to the Smart Paging file or the host swap file. Returns the time spent."""
+    """Take host RAM away from guest frame f of VM u: share it if u shares before swapping and its
+    content has a frame, else compress it if u allows and it fits in the cache, else write it to
+    the Smart Paging file or the host swap file. Returns the time spent."""
     fb = st.vm_i[u, I_FRAME_BASE]
     F = fb + f
+    if not to_smart and st.vm_i[u, I_SHARE_FIRST] != 0:
+        # W02 4.3: try to share a page before paging it out
+        slot = content_slot(st, u, st.frame_page[F], st.flags[F])
+        if slot >= 0:
+            if share_frame(st, u, F, slot):
+                st.vm_c[u, C_SHARED_BEFORE_SWAP] += 1
+            return 0.0
     if not to_smart and st.vm_i[u, I_COMPRESS] != 0:
         page = st.frame_page[F]
         q = compressed_quarters(st, u, page, f, st.flags[F])
@@ -387,18 +426,26 @@ def smart_room(st, v):
     return st.vm_i[v, I_SMART] < st.vm_i[v, I_SMART_QUOTA]
 
 
+@jit(inline="always")
+def reclaimable(st, u, v):
+    """May VM u give a host page to VM v? It must run, allow host swap, hold private RAM, and stay
+    at or above its guarantee, unless it is v itself (a page for a page: v's holding is unchanged)."""
+    return (st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0
+            and (u == v or may_take(st, u, 4)))
+
+
 @jit
 def reclaim_target(st, v):
     """Which VM gives up a host page when v needs one and none is free: the swap-allowed VM
     furthest above its host target (the policy's soft target, e.g. ESX's share-based one), else
-    v's own Smart Paging allowance, else the swap-allowed VM holding the most host memory.
-    -1: nobody can."""
+    v's own Smart Paging allowance, else the swap-allowed VM holding the most host memory. No VM
+    gives a page below its guarantee. -1: nobody can (v blocks until memory frees up)."""
     best = -1
     best_excess = np.int64(0)
     n = st.vm_i.shape[0]
     for u in range(n):
-        if st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0:
-            excess = st.vm_i[u, I_BACKED_Q] - st.vm_i[u, I_TARGET_Q]
+        if reclaimable(st, u, v):
+            excess = held_q(st, u) - st.vm_i[u, I_TARGET_Q]
             if excess > best_excess:
                 best = u
                 best_excess = excess
@@ -408,7 +455,7 @@ def reclaim_target(st, v):
         return v
     most = np.int64(0)
     for u in range(n):
-        if st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0:
+        if reclaimable(st, u, v):
             if st.vm_i[u, I_BACKED_Q] > most:
                 best = u
                 most = st.vm_i[u, I_BACKED_Q]
@@ -882,6 +929,7 @@ def run_vm(st, v, t_end):
             # no memory anywhere for now: wait for the next slice, when another VM may have
             # freed some or the policy may have acted
             st.vm_f[v, F_BLOCKED] += t_end - clock
+            st.vm_f[v, F_MEMORY_WAIT] += t_end - clock
             clock = t_end
             break
     st.vm_f[v, F_CLOCK] = clock

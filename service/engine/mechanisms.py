@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from .kernel import (
     jit,
-    content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in,
-    pick_host_victim, rand_below, release_backing, unshare, balloon_pop, balloon_push, free_pop,
-    free_push,
+    content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in, may_take,
+    pick_host_victim, rand_below, release_backing, share_frame, unshare, balloon_pop, balloon_push,
+    free_pop, free_push,
 )
 from .state import (
-    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SHARED_FRAMES, H_SMART, H_UNBACKED,
+    ABSENT, BALLOONED, F_CBIG, F_IN_FIFO, F_SAMPLE, H_COMPRESSED, H_FREE_Q, H_RAM, H_SHARED, H_SMART, H_UNBACKED,
     H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
-    I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NBALLOON,
+    I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_MIN_Q, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
     I_PHASE_REFS, I_PRESENT, I_RESIDENT, I_SCAN_PTR, I_SHARED, I_SMART, I_SMART_QUOTA,
     I_TOUCHED, F_PHASE_START, F_CLOCK, UNTOUCHED,
@@ -20,10 +20,22 @@ from .state import (
 
 
 @jit
+def backing_quarters(st, F):
+    """Host quarters that dropping guest frame F's backing would give back."""
+    hs = st.host_state[F]
+    if hs == H_RAM:
+        return 4
+    if hs == H_COMPRESSED:
+        return 2 if (st.flags[F] & F_CBIG) != 0 else 1
+    return 0
+
+
+@jit
 def set_balloon(st, v, target, t):
     """Inflate or deflate VM v's balloon to ``target`` frames. Inflating takes the guest's free
-    frames first, then its coldest pages, which the guest pages out itself. Returns the guest's
-    paging time and the balloon size reached (less than asked if the guest could not page)."""
+    frames first, then its coldest pages, which the guest pages out itself; it stops where the
+    next frame would take the VM's holding below its guarantee. Returns the guest's paging time
+    and the balloon size reached (less than asked if the guest could not page)."""
     fb = st.vm_i[v, I_FRAME_BASE]
     pb = st.vm_i[v, I_PAGE_BASE]
     stall = 0.0
@@ -35,6 +47,9 @@ def set_balloon(st, v, target, t):
             if f < 0:
                 break
             stall += s
+        if not may_take(st, v, backing_quarters(st, fb + f)):
+            free_push(st, v, fb, f)
+            break
         release_backing(st, v, fb, f)
         balloon_push(st, v, fb, f)
     while st.vm_i[v, I_NBALLOON] > target:
@@ -81,15 +96,7 @@ def share_scan(st, v, pages, sequential):
         slot = content_slot(st, v, page, st.flags[F])
         if slot < 0:
             continue
-        st.host_state[F] = H_SHARED
-        st.vm_i[v, I_RESIDENT] -= 1
-        st.vm_i[v, I_SHARED] += 1
-        st.vm_i[v, I_BACKED_Q] -= 4
-        if st.share_ref[slot] == 0:
-            st.host_i[H_SHARED_FRAMES] += 1
-        else:
-            st.host_i[H_FREE_Q] += 4
-        st.share_ref[slot] += 1
+        share_frame(st, v, F, slot)
         merged += 1
     st.vm_i[v, I_SCAN_PTR] = ptr
     return merged
@@ -97,10 +104,11 @@ def share_scan(st, v, pages, sequential):
 
 @jit
 def reclaim_to_limit(st, v, t, to_smart):
-    """Page VM v's host memory out (or compress it) until it is within its host limit. Runs in
-    the background at the epoch boundary: the devices are busy, the VM's clock is not charged."""
+    """Page VM v's host memory out (or compress it) until it is within its host limit, but not
+    below its guarantee. Runs in the background at the epoch boundary: the devices are busy, the
+    VM's clock is not charged."""
     done = 0
-    while st.vm_i[v, I_BACKED_Q] > st.vm_i[v, I_LIMIT_Q]:
+    while st.vm_i[v, I_BACKED_Q] > st.vm_i[v, I_LIMIT_Q] and may_take(st, v, 4):
         f = pick_host_victim(st, v)
         if f < 0:
             break
@@ -111,9 +119,10 @@ def reclaim_to_limit(st, v, t, to_smart):
 
 @jit
 def reclaim_pages(st, v, pages, t):
-    """Page out (or compress) ``pages`` of VM v's host memory now, in the background."""
+    """Page out (or compress) ``pages`` of VM v's host memory now, in the background, but not
+    below its guarantee."""
     done = 0
-    while done < pages:
+    while done < pages and may_take(st, v, 4):
         f = pick_host_victim(st, v)
         if f < 0:
             break
@@ -132,6 +141,8 @@ def report_free_pages(st, v):
     released = 0
     while f >= 0:
         if st.host_state[fb + f] != H_UNBACKED:
+            if not may_take(st, v, backing_quarters(st, fb + f)):
+                break
             release_backing(st, v, fb, f)
             released += 1
         f = st.lru_next[fb + f]
@@ -140,13 +151,15 @@ def report_free_pages(st, v):
 
 @jit
 def evict_frames(st, v, frames, t):
-    """Host-swap the given frames of VM v (a plugin's batch choice). Frames not backed by
-    private RAM are skipped."""
+    """Host-swap the given frames of VM v (a plugin's batch choice), but not below its guarantee.
+    Frames not backed by private RAM are skipped."""
     fb = st.vm_i[v, I_FRAME_BASE]
     done = 0
     for i in range(frames.shape[0]):
         f = frames[i]
         if 0 <= f < st.vm_i[v, I_PRESENT] and st.host_state[fb + f] == H_RAM:
+            if not may_take(st, v, 4):
+                break
             evict_to_host_storage(st, v, f, t, False)
             done += 1
     return done
@@ -202,7 +215,7 @@ def power_off(st, v):
     for p in range(st.vm_i[v, I_NPAGES]):
         st.page_table[pb + p] = UNTOUCHED
     for col in (I_PRESENT, I_NFREE, I_NBALLOON, I_NINUSE, I_PAGED, I_PF_SLOTS, I_TOUCHED,
-                I_GHAND, I_HHAND, I_FIFO_HEAD, I_FIFO_LEN, I_SCAN_PTR, I_SMART_QUOTA, I_OOM):
+                I_GHAND, I_HHAND, I_FIFO_HEAD, I_FIFO_LEN, I_SCAN_PTR, I_SMART_QUOTA, I_OOM, I_MIN_Q):
         st.vm_i[v, col] = 0
     for col in (I_FREE_HEAD, I_BALLOON_HEAD, I_LRU_HEAD, I_LRU_TAIL):
         st.vm_i[v, col] = -1

@@ -7,9 +7,10 @@ import numpy as np
 
 from .config import PAGES_PER_MB
 from .state import (
-    C_GUEST_FAULT, C_REFS, F_BLOCKED, F_COMPUTE, F_STALL, FAULT_NAMES, H_FREE_Q, H_SHARED_FRAMES,
-    H_SMART_USED, H_SWAP_USED, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, I_COMP_Q, I_COMPRESSED, I_NBALLOON, I_OOM,
-    I_PAGED, I_PRESENT, I_RESIDENT, I_SHARED, I_SMART, I_SWAPPED, I_TOUCHED, Q_PER_PAGE,
+    C_GUEST_FAULT, C_REFS, F_BLOCKED, F_COMPUTE, F_MEMORY_WAIT, F_STALL, FAULT_NAMES, H_FREE_Q,
+    H_SHARE_ON, H_SHARED_FRAMES, H_SMART_USED, H_SWAP_USED, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, I_BACKED_Q,
+    I_COMP_Q, I_COMPRESSED, I_MIN_Q, I_NBALLOON, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT, I_SHARED, I_SLOT_BASE,
+    I_SMART, I_SWAPPED, I_TOUCHED, Q_PER_PAGE,
 )
 
 if TYPE_CHECKING:
@@ -21,11 +22,17 @@ SERIES_VM_FIELDS = (
     "running", "assigned_mb", "visible_mb", "ballooned_mb", "resident_mb", "private_mb", "shared_mb",
     "compressed_mb", "host_swapped_mb", "smart_paged_mb", "guest_paged_mb", "committed_mb",
     "refs", "stall_ms", "blocked_ms",
+    # allocated: host memory the VM holds (private RAM, shared frames it maps, compression cache at
+    # compressed size), the figure its guarantee and a policy's targets are about
+    "compressed_size_mb", "allocated_mb", "guaranteed_mb",
 ) + FAULT_NAMES
 SERIES_HOST_FIELDS = (
     "used_mb", "free_mb", "shared_frames_mb", "shared_mb", "sharing_saved_mb", "compression_cache_mb",
     "host_swap_mb", "smart_paging_mb", "assigned_mb",
+    # the zero-page part of shared_mb and sharing_saved_mb (W02 Fig. 5 reports it apart)
+    "zero_shared_mb", "zero_saved_mb",
 )
+LAST_MINUTE_S = 60.0
 
 
 def jain_index(values: list[float]) -> Optional[float]:
@@ -66,6 +73,8 @@ class Recorder:
             vi[:, I_COMPRESSED] * mb, vi[:, I_SWAPPED] * mb, vi[:, I_SMART] * mb, vi[:, I_PAGED] * mb,
             vi[:, I_TOUCHED] * mb, deltas[:, C_REFS].astype(np.float64),
             (stall - self.last_stall) / 1e6, (blocked - self.last_blocked) / 1e6,
+            vi[:, I_COMP_Q] / Q_PER_MB, (vi[:, I_BACKED_Q] / Q_PER_PAGE + vi[:, I_SHARED]) * mb,
+            vi[:, I_MIN_Q] / Q_PER_MB,
         ] + [deltas[:, i + 1].astype(np.float64) for i in range(len(FAULT_NAMES))]
         self.vm_rows.append(np.stack(cols, axis=1))
         self.last_stall, self.last_blocked = stall, blocked
@@ -74,11 +83,13 @@ class Recorder:
         shared_frames = hi[H_SHARED_FRAMES] * mb
         hints = np.count_nonzero(st.share_ref == 1) * mb     # frames only one guest page maps so far
         mapped = vi[:, I_SHARED].sum() * mb
+        zero_refs = self._zero_refs(st)
         self.host_rows.append(np.array([
             sim.scenario.host.memory_mb - free_mb, free_mb, shared_frames,
             # W02's "shared": guest pages on frames that two or more of them map
             mapped - hints, mapped - shared_frames, vi[:, I_COMP_Q].sum() / Q_PER_MB,
             hi[H_SWAP_USED] * mb, hi[H_SMART_USED] * mb, float((present * running).sum()),
+            zero_refs[zero_refs >= 2].sum() * mb, np.maximum(zero_refs - 1, 0).sum() * mb,
         ]))
         self.times.append(t_ns / 1e9)
         self.labels.append(sim.host_label)
@@ -90,6 +101,14 @@ class Recorder:
         for table in self.policy_metrics.values():
             for column in table.values():
                 column.extend([None] * (epoch + 1 - len(column)))
+
+    @staticmethod
+    def _zero_refs(st) -> np.ndarray:
+        """Guest pages mapped to each zero-page frame: the first slot of every content space
+        (one per OS image, or per VM when sharing is salted) holds the zero page."""
+        if not st.host_i[H_SHARE_ON]:
+            return np.zeros(0, dtype=np.int64)
+        return st.share_ref[np.unique(st.vm_i[:, I_SLOT_BASE])].astype(np.int64)
 
     def vm_array(self) -> np.ndarray:
         """(epochs, vms, fields)"""
@@ -117,6 +136,32 @@ class Recorder:
         }
 
 
+def state_shares(labels: list[str]) -> dict[str, float]:
+    named = [label for label in labels if label]
+    return {label: 100.0 * named.count(label) / len(labels) for label in dict.fromkeys(named)}
+
+
+def notes(sim: "Simulation") -> list[str]:
+    """What a reader of the run should know happened: refusals, restarts, parameter changes,
+    balloon drivers loading, the first time a guest's page file was full, and VMs that waited
+    for host memory that no VM could give without going below its guarantee."""
+    out = []
+    seen_oom = set()
+    for e in sim.events_log:
+        if e["event"] == "start" or (e["event"] == "oom" and e["vm"] in seen_oom):
+            continue
+        if e["event"] == "oom":
+            seen_oom.add(e["vm"])
+        who = f"{e['vm']}: " if e["vm"] else ""
+        out.append(f"{e['time_s']:g} s: {who}{e['event']}" + (f" ({e['detail']})" if e["detail"] else ""))
+    for v, cfg in enumerate(sim.scenario.vms):
+        wait = sim.st.vm_f[v, F_MEMORY_WAIT] / 1e9
+        if wait > 0:
+            out.append(f"{cfg.name}: waited {wait:.1f} s for host memory that no VM could give "
+                       f"(the others at their guarantees or not swappable)")
+    return out
+
+
 def summarize(sim: "Simulation") -> dict[str, Any]:
     from .simulator import ENGINE_VERSION
     sc = sim.scenario
@@ -127,6 +172,8 @@ def summarize(sim: "Simulation") -> dict[str, Any]:
     f = {name: i for i, name in enumerate(SERIES_VM_FIELDS)}
     h = {name: i for i, name in enumerate(SERIES_HOST_FIELDS)}
     guest_fault_ns = st.host_f[HF_GUEST_FAULT_NS]
+    times = np.asarray(rec.times)
+    last_minute = times > (times[-1] - LAST_MINUTE_S - 1e-9) if len(times) else slice(None)
     vms = []
     slowdowns = []
     for v, cfg in enumerate(sc.vms):
@@ -168,13 +215,21 @@ def summarize(sim: "Simulation") -> dict[str, Any]:
             "smart_paged_peak_mb": peak("smart_paged_mb"),
             "stall_s": float(stall / 1e9),
             "blocked_s": float(blocked / 1e9),
+            "memory_wait_s": float(st.vm_f[v, F_MEMORY_WAIT] / 1e9),
             "running_s": running_s,
+            "guaranteed_mb": float(sim.guaranteed_mb[v]) if sim.vm_state[v] == "running" else peak("guaranteed_mb"),
+            "allocated_end_mb": float(vm[-1, v, f["allocated_mb"]]) if len(vm) else 0.0,
+            "allocated_last_minute_mb": float(vm[last_minute, v, f["allocated_mb"]].mean()) if len(vm) else 0.0,
         }
         if sim.refusals[v]:
             entry["refused_reason"] = sim.refusals[v]
         vms.append(entry)
 
     usable = sc.host.memory_mb - sc.host.reserve_mb
+
+    def host_stat(name: str, how) -> float:
+        return float(how(host[:, h[name]])) if len(host) else 0.0
+
     totals = {name: sum(e["faults"][name] for e in vms) for name in FAULT_NAMES}
     return {
         "scenario": sc.name,
@@ -197,7 +252,13 @@ def summarize(sim: "Simulation") -> dict[str, Any]:
             "smart_paging_peak_mb": float(host[:, h["smart_paging_mb"]].max()) if len(host) else 0.0,
             "compression_cache_peak_mb": float(host[:, h["compression_cache_mb"]].max()) if len(host) else 0.0,
             "overcommit_ratio": float(host[:, h["assigned_mb"]].max() / usable) if len(host) else 0.0,
+            "sharing_saved_zero_mb_mean": host_stat("zero_saved_mb", np.mean),
+            "sharing_saved_zero_mb_peak": host_stat("zero_saved_mb", np.max),
+            "sharing_saved_other_mb_mean": host_stat("sharing_saved_mb", np.mean) - host_stat("zero_saved_mb", np.mean),
+            # share of epochs in each state the policy reported (ESX: high, soft, hard, low)
+            "states_pct": state_shares(rec.labels),
         },
+        "notes": notes(sim),
         "vms_refused": sum(1 for e in vms if e["state"] == "refused"),
         "vms_blocked": sum(1 for e in vms if e["state"] == "blocked"),
     }

@@ -10,6 +10,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from marshmallow import ValidationError
+
 from ..sdk import Admission, Decisions, HostDecision, Policy, VMDecision
 from ..sdk.decisions import SCAN_ORDERS
 from ..sdk.views import GuestReport, HostView, MemorySettings, VMView
@@ -20,7 +22,8 @@ from .metrics import Recorder, summarize
 from .state import (
     F_CLOCK, F_STALL, FAULT_NAMES, H_FIFO_ON,
     H_FREE_Q, H_SHARE_ON, H_SHARED_FRAMES, H_SMART_USED, H_SWAP_USED, H_TOTAL_Q, H_RAM,
-    I_BACKED_Q, I_BLOCKED, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED, I_FRAME_BASE, I_LIMIT_Q, I_NBALLOON, I_NFREE, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT,
+    I_BACKED_Q, I_BLOCKED, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED, I_FRAME_BASE, I_LIMIT_Q, I_MIN_Q,
+    I_NBALLOON, I_NFREE, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT, I_SHARE_FIRST,
     I_RUNNING, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_QUOTA, I_SWAP_OK, I_SWAPPED,
     I_TARGET_Q, I_TOUCHED, I_VICTIM, Q_PER_PAGE, V_FIFO, V_PLUGIN, VICTIM_CODES,
 )
@@ -144,6 +147,8 @@ class Simulation:
         self.last_counts = self.st.vm_c.copy()
         self.events_log: list[dict[str, Any]] = []
         self.recorder = Recorder(scenario, self.n)
+        self.balloon_driver = [vm.balloon_driver_at_boot for vm in scenario.vms]
+        self.guaranteed_mb = [0.0] * self.n
 
     # --- views ---------------------------------------------------------------------------------
 
@@ -165,12 +170,13 @@ class Simulation:
                 memory_mb=vm.memory_mb, startup_mb=vm.startup, minimum_mb=vm.minimum,
                 maximum_mb=vm.maximum, buffer_pct=vm.buffer_pct, weight=vm.weight,
                 reservation_mb=vm.reservation_mb, limit_mb=vm.limit, shares=vm.effective_shares),
-            balloon_driver=vm.balloon_driver, boots=self.boots[v],
+            balloon_driver=self.balloon_driver[v], boots=self.boots[v],
             present_mb=_mb(row[I_PRESENT]), balloon_mb=_mb(row[I_NBALLOON]),
             resident_mb=_mb(row[I_RESIDENT]), shared_mb=_mb(row[I_SHARED]),
-            compressed_mb=_mb(row[I_COMPRESSED]), host_swapped_mb=_mb(row[I_SWAPPED]),
+            compressed_mb=_mb(row[I_COMPRESSED]), compressed_size_mb=row[I_COMP_Q] / Q_PER_MB,
+            host_swapped_mb=_mb(row[I_SWAPPED]),
             smart_paged_mb=_mb(row[I_SMART]), refs=refs, faults=faults,
-            blocked=bool(row[I_BLOCKED]), active_sample=self.sample_results.get(v), guest=guest)
+            blocked=bool(row[I_BLOCKED]), guaranteed_mb=row[I_MIN_Q] / Q_PER_MB, active_sample=self.sample_results.get(v), guest=guest)
 
     def host_view(self, time_s: float, epoch: int, deltas: Optional[np.ndarray] = None) -> HostView:
         st = self.st
@@ -209,15 +215,23 @@ class Simulation:
             raise PolicyError(self.policy.name, f"smart_paging_mb for {vm.name!r} must be within 0..{assigned}")
         if admission.smart_paging_mb and not restart:
             raise PolicyError(self.policy.name, f"Smart Paging is for restarts only, not the cold start of {vm.name!r}")
+        guarantee = float(vm.reservation_mb if admission.guaranteed_mb is None else admission.guaranteed_mb)
+        if not (math.isfinite(guarantee) and 0 <= guarantee <= assigned):
+            raise PolicyError(self.policy.name, f"guaranteed_mb for {vm.name!r} must be within 0..{assigned} MB, got {admission.guaranteed_mb!r}")
         st = self.st
-        if st.host_i[H_FREE_Q] < self.overhead_q:
+        refusal = self._admission_control(v, guarantee)
+        if refusal is None and st.host_i[H_FREE_Q] < self.overhead_q:
+            refusal = f"no host memory for the VM's {self.scenario.host.vm_overhead_mb} MB overhead"
+        if refusal is not None:
             self.vm_state[v] = "refused"
-            self.refusals[v] = f"no host memory for the VM's {self.scenario.host.vm_overhead_mb} MB overhead"
-            self._log(t_ns, vm.name, "refused", self.refusals[v])
+            self.refusals[v] = refusal
+            self._log(t_ns, vm.name, "refused", refusal)
             return
         st.host_i[H_FREE_Q] -= self.overhead_q
         mechanisms.power_on(st, v, mb_to_pages(assigned), t_ns)
         st.vm_i[v, I_SMART_QUOTA] = mb_to_pages(admission.smart_paging_mb)
+        st.vm_i[v, I_MIN_Q] = mb_to_pages(guarantee) * Q_PER_PAGE
+        self.guaranteed_mb[v] = guarantee
         st.vm_i[v, I_RUNNING] = 1
         self.populated[v] = bool(admission.populate)
         if admission.populate:
@@ -229,25 +243,49 @@ class Simulation:
         self._log(t_ns, vm.name, "restart" if restart else "start",
                   f"{assigned} MB" + (f", Smart Paging up to {admission.smart_paging_mb} MB" if admission.smart_paging_mb else ""))
 
+    def _admission_control(self, v: int, guarantee: float) -> Optional[str]:
+        """The engine's own rule, whatever the policy: every running VM's guarantee and overhead
+        must fit in the host's memory for VMs (W02 6.1: power-on reserves min + overhead), or
+        guarantees could not all be honoured. The reason for a refusal, or None."""
+        host = self.scenario.host
+        usable = host.memory_mb - host.reserve_mb
+        taken = sum(self.guaranteed_mb[u] + host.vm_overhead_mb
+                    for u in range(self.n) if u != v and self.vm_state[u] == "running")
+        if taken + guarantee + host.vm_overhead_mb > usable:
+            return (f"admission control: its {guarantee:g} MB guarantee + {host.vm_overhead_mb} MB overhead do not fit "
+                    f"beside the {taken:g} MB that running VMs' guarantees and overheads hold of the host's {usable} MB for VMs")
+        return None
+
     def _power_off(self, v: int, t_ns: float, why: str) -> None:
         st = self.st
         mechanisms.power_off(st, v)
         st.host_i[H_FREE_Q] += self.overhead_q
         st.vm_i[v, I_RUNNING] = 0
         self.vm_state[v] = "off"
+        self.guaranteed_mb[v] = 0.0
         self.samples.pop(v, None)
         self.sample_results.pop(v, None)
         self._log(t_ns, self.scenario.vms[v].name, why, "")
 
     def _apply_events(self, t0: float, t1: float) -> None:
+        def due(at_s: float) -> bool:
+            at = at_s * 1e9
+            return t0 <= at < t1 or (t0 == 0 and at <= 0)
+
+        for ev in self.scenario.policy_events:
+            if ev.policy == self.policy.name and due(ev.at_s):
+                self._change_params(ev.changes, t0)
         pending = []
         for v, vm in enumerate(self.scenario.vms):
             for ev in vm.events:
-                at = ev.at_s * 1e9
-                if t0 <= at < t1 or (t0 == 0 and at <= 0):
-                    pending.append((at, v, ev.action))
+                if due(ev.at_s):
+                    pending.append((ev.at_s, v, ev.action))
         for at, v, action in sorted(pending):
-            if action == "start" and self.vm_state[v] != "running":
+            if action == "load_balloon_driver":
+                if not self.balloon_driver[v]:
+                    self.balloon_driver[v] = True
+                    self._log(t0, self.scenario.vms[v].name, "balloon driver", "loaded: the host can balloon this guest from now on")
+            elif action == "start" and self.vm_state[v] != "running":
                 self._power_on(v, t0, restart=False)
             elif action == "stop" and self.vm_state[v] == "running":
                 self._power_off(v, t0, "stop")
@@ -256,6 +294,19 @@ class Simulation:
             elif action == "restart" and self.vm_state[v] == "running":
                 self._power_off(v, t0, "shutdown for restart")
                 self._power_on(v, t0, restart=True)
+
+    def _change_params(self, changes: dict[str, Any], t_ns: float) -> None:
+        """A scenario's policy event: the policy's parameters change from this epoch on."""
+        policy = self.policy
+        merged = {**policy.params, **changes}
+        try:
+            loaded = type(policy).Params().load(merged)
+        except ValidationError as err:
+            raise PolicyError(policy.name, f"parameter change at {t_ns / 1e9:g} s: {err.messages}") from None
+        before = dict(policy.params)
+        self.hooks.call("update_params", policy.update_params, loaded)
+        detail = ", ".join(f"{k} {before.get(k)!r} -> {loaded[k]!r}" for k in sorted(changes))
+        self._log(t_ns, "", "parameters", f"{policy.name}: {detail}")
 
     def _log(self, t_ns: float, vm: str, what: str, detail: str) -> None:
         self.events_log.append({"time_s": t_ns / 1e9, "vm": vm, "event": what, "detail": detail})
@@ -373,6 +424,11 @@ class Simulation:
             self.free_page_reporting[v] = bool(d.report_free_pages)
         if d.populate is not None:
             self.populated[v] = bool(d.populate)
+        if d.share_before_swap is not None:
+            row[I_SHARE_FIRST] = int(bool(d.share_before_swap))
+            if row[I_SHARE_FIRST] and st.host_i[H_SHARE_ON] == 0:
+                self._enable_sharing()
+                st = self.st
         if d.metrics:
             try:
                 metrics = {str(k): float(x) for k, x in d.metrics.items()}
@@ -388,9 +444,12 @@ class Simulation:
             if target > row[I_PRESENT]:
                 mechanisms.hot_add(st, v, target)
         if d.balloon_mb is not None:
-            if not vm.balloon_driver and d.balloon_mb > 0:
+            if not self.balloon_driver[v] and d.balloon_mb > 0:
                 raise bad("balloon_mb", "was set but the VM has no balloon driver")
             target = mb_value("balloon_mb", d.balloon_mb, 0, _mb(row[I_PRESENT]))
+            # the balloon never leaves the guest less than its guarantee
+            guaranteed_pages = -(-int(row[I_MIN_Q]) // Q_PER_PAGE)
+            target = min(target, max(0, int(row[I_PRESENT]) - guaranteed_pages))
             stall, _ = mechanisms.set_balloon(st, v, target, t_ns)
             st.vm_f[v, F_STALL] += stall
             st.vm_f[v, F_CLOCK] += stall

@@ -75,19 +75,26 @@ Q_PER_PAGE = 4
  I_PAGED, I_PF_SLOTS, I_PF_CAP, I_TOUCHED, I_RUNNING, I_BLOCKED, I_OOM,
  I_PHASE, I_BOOT_PHASE, I_PHASE_FIRST, I_PHASE_END, I_PHASE_REFS, I_REPEAT, I_DONE,
  I_PF_DEV, I_SMART_DEV, I_SLOT_BASE, I_IMAGE_ID, I_IMAGE_PAGES, I_OS_PAGES,
- I_FIFO_HEAD, I_FIFO_LEN, I_SCAN_PTR, I_TARGET_Q, N_I) = range(53)
+ I_FIFO_HEAD, I_FIFO_LEN, I_SCAN_PTR, I_TARGET_Q, I_MIN_Q, I_SHARE_FIRST, N_I) = range(55)
+# I_MIN_Q: the VM's guarantee (ESX min, Hyper-V minimum) in quarters; no reclaim path takes the
+# memory it holds (private RAM, compressed quarters, shared frames it maps) below it.
+# I_SHARE_FIRST: share before swap (W02 4.3): a host-swap or compression victim whose content
+# matches a shared frame is shared instead.
 
 # --- per-VM float columns (vm_f) ---------------------------------------------------------------
+# F_BLOCKED: time the VM ran no references, blocked by the policy or waiting for host memory;
+# F_MEMORY_WAIT: the second part alone (no VM could give it a page without going below its
+# guarantee or its host-swap setting)
 (F_CLOCK, F_PHASE_START, F_STALL, F_COMPUTE, F_BLOCKED,
- F_OS_ZERO, F_OS_SHARED, F_OS_COMPRESSIBLE, N_F) = range(9)
+ F_OS_ZERO, F_OS_SHARED, F_OS_COMPRESSIBLE, F_MEMORY_WAIT, N_F) = range(10)
 
 # --- per-VM counters (vm_c), cumulative --------------------------------------------------------
 (C_REFS, C_GUEST_FAULT, C_GUEST_PF_READ, C_GUEST_PAGE_OUT, C_HOST_SWAP_IN, C_HOST_SWAP_OUT,
  C_DOUBLE_PAGING, C_COW_BREAK, C_DECOMPRESSION, C_ZERO_FILL, C_COMPRESSION,
- C_SMART_IN, C_SMART_OUT, N_C) = range(14)
+ C_SMART_IN, C_SMART_OUT, C_SHARED_BEFORE_SWAP, N_C) = range(15)
 COUNTER_NAMES = ("refs", "first_touch", "guest_pagefile_read", "guest_page_out", "host_swap_in",
                  "host_swap_out", "double_paging", "cow_break", "decompression", "zero_fill",
-                 "compression", "smart_paging_in", "smart_paging_out")
+                 "compression", "smart_paging_in", "smart_paging_out", "shared_before_swap")
 FAULT_NAMES = COUNTER_NAMES[1:]
 
 # --- host integer columns (host_i) and float columns (host_f) ----------------------------------

@@ -3,7 +3,9 @@ from .decisions import VICTIM_STRATEGIES, Admission, Decisions, HostDecision, VM
 from .policy import Policy, PolicyParameterError
 from .views import GuestReport, HostView, MemorySettings, VMView
 
+PAGES_PER_MB = 256      # the engine's 4 KiB pages per MB, for rates a policy states in pages
+
 __all__ = [
-    "Admission", "Decisions", "GuestReport", "HostDecision", "HostView", "MemorySettings",
+    "PAGES_PER_MB", "Admission", "Decisions", "GuestReport", "HostDecision", "HostView", "MemorySettings",
     "Policy", "PolicyParameterError", "VICTIM_STRATEGIES", "VMDecision", "VMView",
 ]

@@ -19,15 +19,17 @@ class Admission:
     smart_paging_mb: int = 0              # host paging file allowed to back part of it (restart only)
     populate: bool = False                # back all its memory with host memory at once (Hyper-V),
                                           # rather than page by page as the guest touches it
+    guaranteed_mb: Optional[float] = None  # memory no reclaim path takes away (ESX min, Hyper-V
+                                          # minimum); default the VM's reservation_mb
 
 
 @dataclass
 class VMDecision:
     assigned_mb: Optional[int] = None     # hot-add up to this (never shrinks: use the balloon)
-    balloon_mb: Optional[int] = None      # balloon target; the guest gives free pages first
-    host_limit_mb: Optional[int] = None   # hard cap on private host memory (ESX limit, cgroup memory.max):
+    balloon_mb: Optional[float] = None    # balloon target; the guest gives free pages first
+    host_limit_mb: Optional[float] = None  # hard cap on private host memory (ESX limit, cgroup memory.max):
                                           # above it the VM pages itself at host level even if memory is free
-    host_target_mb: Optional[int] = None  # soft target: when host memory runs out, VMs furthest above
+    host_target_mb: Optional[float] = None  # soft target: when host memory runs out, VMs furthest above
                                           # their targets give up pages first
     host_reclaim_mb: Optional[float] = None  # page out (or compress) this much of the VM now, in the background
     host_swap: Optional[bool] = None      # may the host page this VM's memory (second-level paging)
@@ -42,6 +44,8 @@ class VMDecision:
                                           # the view at that epoch boundary already has its result
     report_free_pages: Optional[bool] = None  # free page reporting: the host drops the backing of guest-free pages
     populate: Optional[bool] = None       # keep all memory the guest can use backed by host memory
+    share_before_swap: Optional[bool] = None  # a host-swap or compression victim whose content is
+                                          # already on a shared frame is shared instead (ESX)
     metrics: dict[str, float] = field(default_factory=dict)  # the policy's own per-VM figures, kept in the series
 
 

@@ -78,6 +78,12 @@ class Policy:
         """Once per epoch (default 1 s): read the host and return decisions."""
         return Decisions()
 
+    def update_params(self, params: dict[str, Any]) -> None:
+        """A scenario's policy event changed parameters mid-run; ``params`` is the whole, validated
+        set. The default replaces ``self.params``: a policy that reads ``self.params`` each epoch
+        needs nothing more, one that derived state from them in ``__init__`` updates it here."""
+        self.params = params
+
     def select_victims(self, host: HostView, vm: VMView, candidates: np.ndarray, count: int) -> np.ndarray:
         """Pick up to ``count`` host-swap victims among ``candidates`` (guest frame numbers backed
         by private host RAM). Called only for VMs whose victim strategy is ``plugin``."""

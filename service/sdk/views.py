@@ -47,11 +47,13 @@ class VMView:
     resident_mb: float            # backed by private host RAM
     shared_mb: float              # mapped to shared host frames
     compressed_mb: float          # guest memory held in the compression cache (uncompressed size)
+    compressed_size_mb: float     # what that takes of host memory (1 or 2 KB a page)
     host_swapped_mb: float        # in the host swap file (second-level paging)
     smart_paged_mb: float         # in the Smart Paging file
     refs: int                     # references done in the last epoch
     faults: dict[str, int]        # by kind, in the last epoch
     blocked: bool
+    guaranteed_mb: float          # the engine keeps allocated_mb at least this (once reached)
     active_sample: Optional[tuple[int, int]] = None   # (touched, sampled) from the last epoch's sample
     guest: Optional[GuestReport] = None               # only for policies that trust the guest
 
@@ -60,6 +62,12 @@ class VMView:
         """Private host memory this VM uses: RAM backing only its own pages (shared frames and the
         compression cache are counted apart)."""
         return self.resident_mb
+
+    @property
+    def allocated_mb(self) -> float:
+        """Host memory the VM holds: private RAM, the shared frames it maps, and its compression
+        cache at compressed size. The engine's guarantee (``guaranteed_mb``) is a floor on this."""
+        return self.resident_mb + self.shared_mb + self.compressed_size_mb
 
     @property
     def visible_mb(self) -> float:
