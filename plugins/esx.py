@@ -31,11 +31,15 @@ STATES = ("high", "soft", "hard", "low")
 class _Active:
     """One VM's active-memory estimate."""
 
-    slow: float = 1.0
+    slow: float = 1.0       # before the first sample ends a VM counts as fully active
     fast: float = 1.0
     latest: float = 1.0
+    sampled: bool = False
 
     def update(self, fraction: float, slow_gain: float, fast_gain: float) -> None:
+        if not self.sampled:     # the averages start from the first measurement, not the guess
+            self.slow = self.fast = fraction
+            self.sampled = True
         self.slow += slow_gain * (fraction - self.slow)
         self.fast += fast_gain * (fraction - self.fast)
         self.latest = fraction

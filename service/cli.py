@@ -24,7 +24,7 @@ from .engine.config import REPLACEMENTS
 from .engine.mrc import miss_counts
 from .engine.traces import TraceError, load_trace, trace_stats
 from .client import FINISHED as FINISHED_STATUSES
-from .policies import (DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, broken_policies, installed_policies,
+from .policies import (DEFAULT_POLICY, policy_event_problems, BrokenPolicyError, UnknownPolicyError, broken_policies, installed_policies,
                        load_policy)
 from .scenario import ScenarioValidationError, flatten_errors, load_scenario_file
 from .sdk import Policy, PolicyParameterError
@@ -137,8 +137,13 @@ class ProgressLine:
 
 def command_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     scenario, scenario_policies = load_scenario_file(args.scenario)
+    if args.series and not args.json:
+        raise UsageError("--series needs --json: the series are JSON")
     choices = choose_policies(args.policy or [], scenario_policies, parse_param_overrides(args.param or []))
     policies = build_policies(choices)
+    problems = policy_event_problems(scenario.policy_events, choices)
+    if problems:
+        raise ScenarioValidationError(problems)
 
     summaries = []
     for policy in policies:
@@ -150,7 +155,8 @@ def command_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             progress.abandon()
             raise
         progress.finish()
-        summaries.append(result.summary)
+        summaries.append({**result.summary, "series": result.series, "events": result.events}
+                         if args.series else result.summary)
 
     if args.json:
         out.write(json.dumps(summaries, indent=2) + "\n")
@@ -188,6 +194,7 @@ VM_COLUMNS = (
     Column("peak MB", "host-swapped", ">", lambda s, vm: _mb(vm.get("host_swapped_peak_mb"))),
     Column("peak MB", "ballooned", ">", lambda s, vm: _mb(vm.get("ballooned_peak_mb"))),
     Column("peak MB", "guest-paged", ">", lambda s, vm: _mb(vm.get("guest_paged_peak_mb"))),
+    Column("allocated MB", "last min", ">", lambda s, vm: _mb(vm.get("allocated_last_minute_mb"))),
 )
 
 HOST_COLUMNS = (
@@ -202,6 +209,7 @@ HOST_COLUMNS = (
     Column("smart paging", "peak MB", ">", lambda s, host: _mb(host.get("smart_paging_peak_mb"))),
     Column("sharing saved", "mean MB", ">", lambda s, host: _mb(host.get("sharing_saved_mb_mean"))),
     Column("overcommit", "ratio", ">", lambda s, host: _number(host.get("overcommit_ratio"), 2)),
+    Column("", "states % of time", "<", lambda s, host: _states(host.get("states_pct"))),
 )
 
 
@@ -224,6 +232,8 @@ def format_simulation(summaries: Sequence[dict], title: str | None = None) -> st
     lines += format_table(HOST_COLUMNS, host_rows)
     notes = [f"  {s.get('policy')}: {vm.get('name')} refused: {vm['refused_reason']}"
              for s in summaries for vm in s.get("vms", []) if vm.get("refused_reason")]
+    notes += [f"  {s.get('policy')}: {note}" for s in summaries for note in s.get("notes", [])
+              if "refused" not in note]
     if notes:
         lines += ["", "Notes"] + notes
     engines = sorted({str(s["engine_version"]) for s in summaries if s.get("engine_version")})
@@ -263,6 +273,12 @@ def _vm_states(vms: Sequence[dict]) -> str:
     order = [s for s in ("ran", "refused", "blocked") if s in states]
     order += sorted(set(states) - set(order))
     return ", ".join(f"{states.count(s)} {s}" for s in order) or "-"
+
+
+def _states(shares: Any) -> str:
+    if not shares:
+        return "-"
+    return " ".join(f"{state} {pct:.0f}" for state, pct in shares.items())
 
 
 def _fault(vm: dict, kind: str) -> str:
@@ -964,6 +980,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
                      help="set a policy parameter (VALUE is read as JSON if it parses, else as a string)")
     sim.add_argument("--json", action="store_true", help="print the run summaries as a JSON list")
+    sim.add_argument("--series", action="store_true",
+                     help="with --json: add each run's per-epoch series and events (as the API serves them)")
     sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sim.set_defaults(run=command_simulate)
 

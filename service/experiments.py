@@ -27,7 +27,9 @@ from sqlalchemy.orm import Session
 from .engine import ENGINE_VERSION
 from .limits import check_limits, check_vm_count
 from .models import Experiment, Host, PluginRegistration, Run, RunStatus, Trace, VMTemplate
-from .policies import DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy
+from .policies import (
+    DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy, policy_event_problems,
+)
 from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
 from .sdk import Policy, PolicyParameterError
 from .settings import Settings, get_settings
@@ -95,6 +97,9 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     if not chosen:
         chosen = [{"name": DEFAULT_POLICY, "params": {}}]
     pinned = _check_policies(session, chosen, settings)
+    event_problems = policy_event_problems(scenario.policy_events, chosen)
+    if event_problems:
+        raise ScenarioValidationError(event_problems)
 
     snapshot = scenario_to_dict(scenario)
     for (i, j), trace in traces.items():      # back to names relative to the trace folder

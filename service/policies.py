@@ -120,3 +120,33 @@ def installed_policies() -> list[PolicyInfo]:
             entry_point=ep.value, summary=cls.summary, trusts_guest=cls.trusts_guest,
             parameters=cls.parameter_schema()))
     return out
+
+
+def policy_event_problems(events: Any, chosen: list[dict]) -> dict[str, list[str]]:
+    """A scenario's policy events checked against the policies run: each names an installed
+    policy, and for every run of that policy its changes, merged over the run's parameters,
+    validate against the policy's schema. ``{"policy_events[0].params.idle_tax_pct": [...]}``."""
+    from marshmallow import ValidationError
+
+    from .scenario import flatten_errors
+
+    problems: dict[str, list[str]] = {}
+    known = entry_points_by_name()
+    for j, event in enumerate(events):
+        if event.policy not in known:
+            problems[f"policy_events[{j}].policy"] = [
+                f"unknown policy {event.policy!r}; installed: {', '.join(sorted(known)) or 'none'}"]
+            continue
+        for choice in chosen:
+            if choice["name"] != event.policy:
+                continue
+            try:
+                cls = load_policy(event.policy)
+                base = cls.Params().load(dict(choice.get("params") or {}))
+                cls.Params().load({**base, **event.changes})
+            except BrokenPolicyError as exc:
+                problems.setdefault(f"policy_events[{j}].policy", []).append(str(exc))
+            except ValidationError as err:
+                for path, messages in flatten_errors(err.messages, f"policy_events[{j}].params").items():
+                    problems.setdefault(path, []).extend(m for m in messages if m not in problems.get(path, []))
+    return problems

@@ -37,7 +37,7 @@ def test_installed_policy_keeps_the_contract(policy, check):
 # --- the kit's own API ----------------------------------------------------------------------
 
 def test_hooks_are_the_public_methods_of_policy():
-    assert policy_hooks() == ("setup", "admit", "on_stop", "on_epoch", "select_victims")
+    assert policy_hooks() == ("setup", "admit", "on_stop", "on_epoch", "update_params", "select_victims")
 
 
 def test_contract_test_cases_have_readable_ids_and_run():

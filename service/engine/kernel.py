@@ -303,8 +303,9 @@ def release_backing(st, v, fb, f):
 @jit(inline="always")
 def held_q(st, u):
     """Host memory VM u holds, in quarters: private RAM, its compression cache at compressed size,
-    and the shared frames it maps (each counted whole: the guest uses it at RAM speed)."""
-    return st.vm_i[u, I_BACKED_Q] + 4 * st.vm_i[u, I_SHARED]
+    the shared frames it maps (each counted whole: the guest uses it at RAM speed), and its Smart
+    Paging file (its own memory, which Hyper-V backs on disk only to get it through a restart)."""
+    return st.vm_i[u, I_BACKED_Q] + 4 * (st.vm_i[u, I_SHARED] + st.vm_i[u, I_SMART])
 
 
 @jit(inline="always")

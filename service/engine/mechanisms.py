@@ -27,6 +27,8 @@ def backing_quarters(st, F):
         return 4
     if hs == H_COMPRESSED:
         return 2 if (st.flags[F] & F_CBIG) != 0 else 1
+    if hs == H_SMART:
+        return 4
     return 0
 
 
@@ -242,13 +244,20 @@ def sample_begin(st, v, frames):
 
 @jit
 def sample_count(st, v, frames):
+    """(touched, counted): how many sampled frames were touched since ``sample_begin``, out of
+    those the balloon does not hold now (a ballooned frame is not the VM's to touch, so counting
+    it would make a ballooned VM look idle and tax it for the balloon)."""
     fb = st.vm_i[v, I_FRAME_BASE]
     touched = 0
+    counted = 0
     for i in range(frames.shape[0]):
         F = fb + frames[i]
+        if st.frame_page[F] == BALLOONED:
+            continue
+        counted += 1
         if st.frame_page[F] >= 0 and (st.flags[F] & F_SAMPLE) != 0:
             touched += 1
-    return touched
+    return touched, counted
 
 
 @jit

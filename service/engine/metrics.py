@@ -23,7 +23,7 @@ SERIES_VM_FIELDS = (
     "compressed_mb", "host_swapped_mb", "smart_paged_mb", "guest_paged_mb", "committed_mb",
     "refs", "stall_ms", "blocked_ms",
     # allocated: host memory the VM holds (private RAM, shared frames it maps, compression cache at
-    # compressed size), the figure its guarantee and a policy's targets are about
+    # compressed size, Smart Paging file), the figure its guarantee and a policy's targets are about
     "compressed_size_mb", "allocated_mb", "guaranteed_mb",
 ) + FAULT_NAMES
 SERIES_HOST_FIELDS = (
@@ -73,7 +73,7 @@ class Recorder:
             vi[:, I_COMPRESSED] * mb, vi[:, I_SWAPPED] * mb, vi[:, I_SMART] * mb, vi[:, I_PAGED] * mb,
             vi[:, I_TOUCHED] * mb, deltas[:, C_REFS].astype(np.float64),
             (stall - self.last_stall) / 1e6, (blocked - self.last_blocked) / 1e6,
-            vi[:, I_COMP_Q] / Q_PER_MB, (vi[:, I_BACKED_Q] / Q_PER_PAGE + vi[:, I_SHARED]) * mb,
+            vi[:, I_COMP_Q] / Q_PER_MB, (vi[:, I_BACKED_Q] / Q_PER_PAGE + vi[:, I_SHARED] + vi[:, I_SMART]) * mb,
             vi[:, I_MIN_Q] / Q_PER_MB,
         ] + [deltas[:, i + 1].astype(np.float64) for i in range(len(FAULT_NAMES))]
         self.vm_rows.append(np.stack(cols, axis=1))

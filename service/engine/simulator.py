@@ -563,7 +563,8 @@ class Simulation:
         sample = self.samples.pop(v, None)
         if sample is not None:
             frames, _ = sample
-            self.sample_results[v] = (int(mechanisms.sample_count(self.st, v, frames)), len(frames))
+            touched, counted = mechanisms.sample_count(self.st, v, frames)
+            self.sample_results[v] = (int(touched), int(counted))
 
     def _end_due_samples(self, t_ns: float) -> None:
         for v, (_, ends) in list(self.samples.items()):

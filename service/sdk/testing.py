@@ -198,7 +198,7 @@ class _Watch:
                 raise wrong("an Admission")
             if not isinstance(out.admit, (bool, np.bool_)):
                 raise self.fail(f"Admission.admit must be a bool, got {out.admit!r}")
-        if hook == "on_stop" and out is not None:
+        if hook in ("on_stop", "update_params") and out is not None:
             raise wrong("None")
         if hook == "on_epoch":
             if not isinstance(out, Decisions):

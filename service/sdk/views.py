@@ -65,9 +65,10 @@ class VMView:
 
     @property
     def allocated_mb(self) -> float:
-        """Host memory the VM holds: private RAM, the shared frames it maps, and its compression
-        cache at compressed size. The engine's guarantee (``guaranteed_mb``) is a floor on this."""
-        return self.resident_mb + self.shared_mb + self.compressed_size_mb
+        """Host memory the VM holds: private RAM, the shared frames it maps, its compression cache
+        at compressed size, and its Smart Paging file (its own memory, backed on disk only through
+        a restart). The engine's guarantee (``guaranteed_mb``) is a floor on this."""
+        return self.resident_mb + self.shared_mb + self.compressed_size_mb + self.smart_paged_mb
 
     @property
     def visible_mb(self) -> float:
