@@ -121,6 +121,12 @@ class DynamicMemoryPolicy(Policy):
         for v in host.running:
             s = v.settings
             committed = v.guest.committed_mb if v.guest is not None else v.visible_mb
+            if not v.balloon_driver:
+                # no Dynamic Memory driver in the guest (no integration services yet): Hyper-V can
+                # neither hot-add nor balloon, so the VM keeps what it has
+                out.append(Claim(v.name, float(s.weight), v.visible_mb, v.visible_mb, v.visible_mb,
+                                 float(s.buffer_pct), v.visible_mb))
+                continue
             out.append(Claim(v.name, float(s.weight), float(s.minimum_mb), float(s.maximum_mb), committed,
                              float(s.buffer_pct), v.visible_mb))
         return out
@@ -139,7 +145,7 @@ class DynamicMemoryPolicy(Policy):
             d = decisions.vm(v.name)
             d.host_swap = False
             want = goal[v.name]
-            if want < v.visible_mb - 1e-6:
+            if want < v.visible_mb - 1e-6 and v.balloon_driver:
                 since = self.surplus_since.setdefault(v.name, host.time_s)
                 squeezed = v.guest is not None and want < v.guest.committed_mb * (1 + v.settings.buffer_pct / 100.0)
                 if squeezed or host.time_s - since >= self.params["removal_delay_s"]:
@@ -151,7 +157,7 @@ class DynamicMemoryPolicy(Policy):
         pool = max(0.0, host.available_mb - sum(seen.values()))
         for v in sorted(host.running, key=lambda v: (-v.settings.weight, v.index)):
             grow = min(goal[v.name] - v.visible_mb, pool)
-            if grow <= 1e-6:
+            if grow <= 1e-6 or not v.balloon_driver:
                 continue
             pool -= grow
             d = decisions.vm(v.name)

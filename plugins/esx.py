@@ -225,16 +225,17 @@ class EsxPolicy(Policy):
         self.targets = min_funding_targets(claims, max(capacity, 0.0), self.params["idle_tax_pct"] / 100.0,
                                            step=max(host.memory_mb / 1024.0, 1.0))
 
-    def _balloon_step(self, vm: VMView, target: float, rate: float) -> float:
-        """The balloon size for this epoch. Inflate, in soft state and below, a VM above its
-        target until the guest is left its target; deflate, when memory is plentiful again, a VM
-        the balloon holds below its target. Both at a bounded rate, and not for changes smaller
-        than ``balloon_deadband_pct`` of the VM, so the balloon settles instead of chasing noise."""
+    def _squeeze_step(self, vm: VMView, target: float, rate: float, cap: float) -> float:
+        """How much to keep from the VM this epoch: its balloon, or, for a VM without a balloon
+        driver, the part of its memory a host limit keeps from it (ESX pages it instead, W02 6.3).
+        Squeeze, in soft state and below, a VM above its target until it is left its target;
+        release, when memory is plentiful again, a VM squeezed below its target. Both at a bounded
+        rate, and not for changes smaller than ``balloon_deadband_pct`` of the VM, so that it
+        settles instead of chasing noise."""
         p = self.params
         s = vm.settings
-        current = self.balloon.get(vm.name, vm.balloon_mb)
-        cap = s.memory_mb * p["ctl_max_pct"] / 100.0
-        leave = min(target, s.limit_mb)      # a VM over its limit is ballooned whatever the state
+        current = self.balloon.get(vm.name, vm.balloon_mb if vm.balloon_driver else 0.0)
+        leave = min(target, s.limit_mb)      # a VM over its limit is squeezed whatever the state
         wanted = min(max(vm.present_mb - leave, 0.0), cap)
         deadband = s.memory_mb * p["balloon_deadband_pct"] / 100.0
         over_limit = s.limit_mb < s.memory_mb and vm.present_mb - current > s.limit_mb + deadband
@@ -254,7 +255,9 @@ class EsxPolicy(Policy):
         new_state = self._free_state(host)
         worsened = STATES.index(new_state) > STATES.index(self.state)
         self.state = new_state
-        decisions = Decisions(host=HostDecision(sharing_pages_per_s=scan, sharing_scan="random", state=self.state))
+        # below the hard threshold the host pages VMs above their targets to keep memory free
+        decisions = Decisions(host=HostDecision(sharing_pages_per_s=scan, sharing_scan="random", state=self.state,
+                                                min_free_mb=host.memory_mb * p["hard_pct"] / 100.0))
         self._sample(host, decisions)
         if worsened or host.time_s - self.last_balance >= p["balance_period_s"] - 1e-9 or set(self.targets) != {v.name for v in running}:
             self._compute_targets(host)
@@ -269,20 +272,24 @@ class EsxPolicy(Policy):
             d.share_before_swap = p["share_scan_minutes"] > 0   # W02 4.3; off with sharing off
             d.compression = p["compression"]
             d.compression_cache_pct = p["compression_cache_pct"]
-            if s.limit_mb < s.memory_mb:
-                d.host_limit_mb = s.limit_mb
             target = self.targets.get(vm.name, float(s.memory_mb))
             d.host_target_mb = target
-            step = self.balloon.get(vm.name, vm.balloon_mb)
             if vm.balloon_driver:
-                step = self._balloon_step(vm, target, rate)
-                self.balloon[vm.name] = step
+                step = self._squeeze_step(vm, target, rate, s.memory_mb * p["ctl_max_pct"] / 100.0)
                 d.balloon_mb = step
-            ballooned_off = max(0.0, step - vm.balloon_mb)
-            if self.state in ("hard", "low") or (self.state == "soft" and not vm.balloon_driver):
-                excess = vm.allocated_mb - target - ballooned_off
-                if excess > 0:
-                    d.host_reclaim_mb = min(excess, vm.present_mb)
+                ballooned_off = max(0.0, step - vm.balloon_mb)
+                if self.state in ("hard", "low"):
+                    excess = vm.allocated_mb - target - ballooned_off
+                    if excess > 0:
+                        d.host_reclaim_mb = min(excess, vm.present_mb)
+                if s.limit_mb < s.memory_mb:
+                    d.host_limit_mb = s.limit_mb
+            else:
+                # no balloon: a host limit that follows the target the way a balloon would; it
+                # caps private memory, so the shared frames the VM maps count apart
+                step = self._squeeze_step(vm, target, rate, float(s.memory_mb))
+                d.host_limit_mb = max(min(float(s.limit_mb), vm.present_mb - step - vm.shared_mb), 0.0)
+            self.balloon[vm.name] = step
             d.blocked = self.state == "low" and vm.allocated_mb > target + 1.0
             d.metrics = {"active_pct": 100.0 * self.active.get(vm.name, _Active()).estimate,
                          "target_mb": target, "balloon_target_mb": step}

@@ -22,7 +22,7 @@ from .state import (
     C_SHARED_BEFORE_SWAP, C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
     F_BLOCKED, F_CBIG, F_CLOCK, F_MEMORY_WAIT, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
     F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, H_COMPRESSED, H_FIFO_ON,
-    H_FREE_Q, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
+    H_FREE_Q, H_MIN_FREE_Q, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
     H_SWAP_DEV, H_SWAP_USED, H_SWAPPED, H_UNBACKED, HF_COMPRESS_NS, HF_COW_NS,
     HF_DECOMPRESS_NS, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HOST_BITS, I_BACKED_Q,
     I_BALLOON_HEAD, I_BLOCKED, I_BOOT_PHASE, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED,
@@ -428,48 +428,74 @@ def smart_room(st, v):
 
 
 @jit(inline="always")
-def reclaimable(st, u, v):
+def reclaimable(st, u, v, self_ok):
     """May VM u give a host page to VM v? It must run, allow host swap, hold private RAM, and stay
-    at or above its guarantee, unless it is v itself (a page for a page: v's holding is unchanged)."""
+    at or above its guarantee; v itself may give one below that when the page it gets back leaves
+    its holding as it was (``self_ok``: a page faulted in, not a copy-on-write break)."""
     return (st.vm_i[u, I_RUNNING] != 0 and st.vm_i[u, I_SWAP_OK] != 0 and st.vm_i[u, I_RESIDENT] > 0
-            and (u == v or may_take(st, u, 4)))
+            and (may_take(st, u, 4) or (u == v and self_ok)))
 
 
 @jit
-def reclaim_target(st, v):
-    """Which VM gives up a host page when v needs one and none is free: the swap-allowed VM
-    furthest above its host target (the policy's soft target, e.g. ESX's share-based one), else
-    v's own Smart Paging allowance, else the swap-allowed VM holding the most host memory. No VM
-    gives a page below its guarantee. -1: nobody can (v blocks until memory frees up)."""
+def furthest_above_target(st, v, self_ok):
+    """The VM that may give v a page and holds most above its soft target; -1 if none is above."""
     best = -1
     best_excess = np.int64(0)
-    n = st.vm_i.shape[0]
-    for u in range(n):
-        if reclaimable(st, u, v):
+    for u in range(st.vm_i.shape[0]):
+        if reclaimable(st, u, v, self_ok):
             excess = held_q(st, u) - st.vm_i[u, I_TARGET_Q]
             if excess > best_excess:
                 best = u
                 best_excess = excess
+    return best
+
+
+@jit
+def reclaim_target(st, v, self_ok):
+    """Which VM gives up a host page when v needs one and none is free: the swap-allowed VM
+    furthest above its host target (the policy's soft target, e.g. ESX's share-based one), else
+    v's own Smart Paging allowance, else the swap-allowed VM holding the most host memory. No VM
+    gives a page below its guarantee. -1: nobody can (v blocks until memory frees up)."""
+    # v below its guarantee (the guest dropped a shared page) takes from others before itself
+    below = held_q(st, v) < st.vm_i[v, I_MIN_Q]
+    others_first = self_ok and not below
+    best = furthest_above_target(st, v, others_first)
     if best >= 0:
         return best
     if smart_room(st, v) and st.vm_i[v, I_RESIDENT] > 0:
         return v
     most = np.int64(0)
-    for u in range(n):
-        if reclaimable(st, u, v):
+    for u in range(st.vm_i.shape[0]):
+        if reclaimable(st, u, v, others_first):
             if st.vm_i[u, I_BACKED_Q] > most:
                 best = u
                 most = st.vm_i[u, I_BACKED_Q]
+    if best < 0 and below and reclaimable(st, v, v, self_ok):
+        best = v
     return best
 
 
 @jit
-def obtain_host_page(st, v, t):
-    """Account one more private host page to VM v, reclaiming one from some VM if needed."""
+def obtain_host_page(st, v, t, gain):
+    """Account one more private host page to VM v, reclaiming one from some VM if needed.
+    ``gain``: quarters by which v's holding grows once the page is its (4 for a zero fill or a
+    swap-in, less for a decompression, 0 for a copy-on-write break or a Smart Paging read). v may
+    pay with one of its own pages only if that keeps it at or above its guarantee."""
     stall = 0.0
     for _ in range(64):
+        self_ok = may_take(st, v, 4 - gain)      # again each time: v may have paid already
         over = st.vm_i[v, I_BACKED_Q] + 4 > st.vm_i[v, I_LIMIT_Q]
+        if over and not self_ok and st.vm_i[v, I_SMART_QUOTA] == 0:
+            over = False      # at its guarantee the limit yields: paging itself would go below
         if not over and st.host_i[H_FREE_Q] >= 4:
+            if st.host_i[H_FREE_Q] - 4 < st.host_i[H_MIN_FREE_Q]:
+                # below the host's free reserve: a VM above its target pays for this page, so
+                # reclaim keeps pace with demand instead of free memory running out (ESX hard state)
+                u = furthest_above_target(st, v, self_ok)
+                if u >= 0:
+                    f = pick_host_victim(st, u)
+                    if f >= 0:
+                        stall += evict_to_host_storage(st, u, f, t + stall, False)
             st.host_i[H_FREE_Q] -= 4
             st.vm_i[v, I_BACKED_Q] += 4
             return stall
@@ -484,7 +510,7 @@ def obtain_host_page(st, v, t):
             else:
                 return BLOCKED
         else:
-            u = reclaim_target(st, v)
+            u = reclaim_target(st, v, self_ok)
             if u < 0:
                 return BLOCKED
             to_smart = u == v and st.vm_i[v, I_SWAP_OK] == 0
@@ -501,7 +527,13 @@ def host_fault_in(st, v, fb, f, t):
     decompression, by where its content is."""
     F = fb + f
     hs = st.host_state[F]
-    stall = obtain_host_page(st, v, t)
+    if hs == H_COMPRESSED:
+        gain = 2 if (st.flags[F] & F_CBIG) != 0 else 3
+    elif hs == H_SMART:
+        gain = 0
+    else:
+        gain = 4
+    stall = obtain_host_page(st, v, t, gain)
     if stall < 0.0:
         return BLOCKED
     if hs == H_SWAPPED:
@@ -545,7 +577,7 @@ def cow_break(st, v, fb, f, page, fl, t):
         st.host_state[fb + f] = H_RAM
         fifo_push(st, v, fb, f)
         return 0.0
-    stall = obtain_host_page(st, v, t)
+    stall = obtain_host_page(st, v, t, 0)
     if stall < 0.0:
         return BLOCKED
     st.share_ref[slot] -= 1

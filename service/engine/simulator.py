@@ -21,7 +21,7 @@ from .layout import build, mb_to_pages
 from .metrics import Recorder, summarize
 from .state import (
     F_CLOCK, F_STALL, FAULT_NAMES, H_FIFO_ON,
-    H_FREE_Q, H_SHARE_ON, H_SHARED_FRAMES, H_SMART_USED, H_SWAP_USED, H_TOTAL_Q, H_RAM,
+    H_FREE_Q, H_MIN_FREE_Q, H_SHARE_ON, H_SHARED_FRAMES, H_SMART_USED, H_SWAP_USED, H_TOTAL_Q, H_RAM,
     I_BACKED_Q, I_BLOCKED, I_COMP_CAP_Q, I_COMP_Q, I_COMPRESS, I_COMPRESSED, I_FRAME_BASE, I_LIMIT_Q, I_MIN_Q,
     I_NBALLOON, I_NFREE, I_OOM, I_PAGED, I_PRESENT, I_RESIDENT, I_SHARE_FIRST,
     I_RUNNING, I_SHARED, I_SLOT_BASE, I_SMART, I_SMART_QUOTA, I_SWAP_OK, I_SWAPPED,
@@ -334,6 +334,14 @@ class Simulation:
             self.sharing_sequential = d.sharing_scan == "sequential"
         if d.state is not None:
             self.host_label = str(d.state)
+        if d.min_free_mb is not None:
+            try:
+                reserve = float(d.min_free_mb)
+            except (TypeError, ValueError):
+                raise PolicyError(name, f"min_free_mb must be a number, got {d.min_free_mb!r}") from None
+            if not (math.isfinite(reserve) and 0 <= reserve <= self.scenario.host.memory_mb):
+                raise PolicyError(name, f"min_free_mb must be within 0..{self.scenario.host.memory_mb} MB, got {d.min_free_mb!r}")
+            self.st.host_i[H_MIN_FREE_Q] = int(reserve * Q_PER_MB)
 
     def _enable_sharing(self) -> None:
         """Allocate the content refcounts: one space per OS image, or per VM when salted."""

@@ -101,7 +101,9 @@ FAULT_NAMES = COUNTER_NAMES[1:]
 # H_SHARED_FRAMES counts host frames holding shared content (those of them with share_ref 1 are
 # ESX's "hint" pages: candidates, nothing saved yet)
 (H_FREE_Q, H_TOTAL_Q, H_SHARED_FRAMES, H_SWAP_USED, H_SMART_USED, H_SHARE_ON,
- H_FIFO_ON, H_SWAP_DEV, H_RNG, N_H) = range(10)
+ H_FIFO_ON, H_SWAP_DEV, H_RNG, H_MIN_FREE_Q, N_H) = range(11)
+# H_MIN_FREE_Q: the free memory the host keeps (a policy's HostDecision.min_free_mb): below it, a
+# VM that needs a page is given one only after a VM above its soft target gave one up
 (HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HF_COW_NS, HF_COMPRESS_NS, HF_DECOMPRESS_NS, N_HF) = range(6)
 
 # --- devices (dev_f) ---------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class HostDecision:
     sharing_scan: Optional[str] = None            # random (ESX) or sequential (KSM)
     sharing_salted: Optional[bool] = None         # share only within a VM (ESXi ShareForceSalting=2)
     state: Optional[str] = None                   # a label for the series, e.g. ESX "soft"
+    min_free_mb: Optional[float] = None           # free memory the host keeps: below it a VM above its
+                                                  # host_target_mb gives up a page for each one handed out
 
 
 @dataclass
