@@ -67,7 +67,7 @@ def balance(claims: list[Claim], available: float) -> dict[str, float]:
 
 class DynamicMemoryPolicy(Policy):
     name = "dynamic-memory"
-    version = "1.0.0"
+    version = "1.1.0"
     trusts_guest = True
     summary = "Hyper-V Dynamic Memory: hot-add and balloon by guest-reported pressure; never host paging"
 

@@ -103,7 +103,7 @@ def min_funding_targets(claims: list[Claim], capacity: float, tax: float, step: 
 
 class EsxPolicy(Policy):
     name = "esx"
-    version = "1.0.0"
+    version = "1.1.0"
     summary = "VMware ESX: shares, idle memory tax, free-memory states, balloon, sharing, compression, host swap"
 
     class Params(Schema):

@@ -15,7 +15,7 @@ from service.sdk import PAGES_PER_MB, Admission, Decisions, HostDecision, HostVi
 
 class OvercommitPolicy(Policy):
     name = "overcommit"
-    version = "1.0.0"
+    version = "1.1.0"
     summary = "No trust in the guest: page sharing, then blind second-level paging (host swap)"
 
     class Params(Schema):

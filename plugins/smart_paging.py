@@ -18,7 +18,7 @@ from .dynamic_memory import DynamicMemoryPolicy
 
 class SmartPagingPolicy(DynamicMemoryPolicy):
     name = "smart-paging"
-    version = "1.0.0"
+    version = "1.1.0"
     summary = "Hyper-V 2012: Dynamic Memory, plus a host paging file only to get a VM through a restart"
 
     class Params(DynamicMemoryPolicy.Params):
