@@ -11,10 +11,10 @@ from markupsafe import Markup
 from .charts import line_chart
 from .models import Experiment, Run
 
-VM_LINES = (("resident", "resident_mb"), ("ballooned", "ballooned_mb"), ("shared", "shared_mb"),
+VM_LINES = (("allocated", "allocated_mb"), ("ballooned", "ballooned_mb"), ("shared", "shared_mb"),
             ("host swap", "host_swapped_mb"), ("guest paged", "guest_paged_mb"))
 HOST_LINES = (("used", "used_mb"), ("free", "free_mb"), ("host swap", "host_swap_mb"),
-              ("sharing saved", "sharing_saved_mb"))
+              ("sharing saved", "sharing_saved_mb"), ("of it zero pages", "zero_saved_mb"))
 # (metric, heading, format, lower is better; None: neither, e.g. a host using more memory may be fitting more)
 COLUMNS = (("slowdown", "slowdown", "{:.3f}", True), ("fairness", "fairness", "{:.3f}", False),
            ("peak_used_mb", "peak used MB", "{:,.0f}", None),
@@ -71,6 +71,14 @@ Slowdown is simulated time per unit of work against the same VM unconstrained (1
 {% if r.run.status == "succeeded" %}
 <p class="muted">Worker {{ r.run.worker }}, engine {{ r.run.engine_version }}, parameters <code>{{ r.params }}</code>.
 <a href="{{ r.csv }}">Series as CSV</a>.</p>
+{% if r.vms %}<table><tr><th>VM</th><th>state</th><th>guarantee MB</th><th>allocated MB at the end</th>
+<th>allocated MB, mean of the last minute</th><th>waited for memory s</th></tr>
+{% for vm in r.vms %}<tr><td>{{ vm.name }}</td><td>{{ vm.state }}</td><td>{{ "{:,.0f}".format(vm.guaranteed_mb or 0) }}</td>
+<td>{{ "{:,.1f}".format(vm.allocated_end_mb or 0) }}</td><td>{{ "{:,.1f}".format(vm.allocated_last_minute_mb or 0) }}</td>
+<td>{{ "{:.1f}".format(vm.memory_wait_s or 0) }}</td></tr>{% endfor %}</table>{% endif %}
+{% if r.states %}<p>Time in each host state: {% for state, pct in r.states.items() %}{{ state }} {{ "%.1f"|format(pct) }}%{{ ", " if not loop.last }}{% endfor %}.</p>{% endif %}
+{% if r.sharing %}<p>Sharing saved {{ "{:,.1f}".format(r.sharing.total) }} MB on average: {{ "{:,.1f}".format(r.sharing.zero) }} MB of zero pages, {{ "{:,.1f}".format(r.sharing.other) }} MB of other pages.</p>{% endif %}
+{% if r.notes %}<p>Notes:</p><ul>{% for note in r.notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
 <div class="charts">{% for chart in r.charts %}{{ chart }}{% endfor %}</div>
 {% elif r.run.status == "failed" %}<pre class="error">{{ r.run.error }}</pre>
 {% elif r.run.status == "cancelled" %}<p>Cancelled.</p>
@@ -98,7 +106,20 @@ def render_report(experiment: Experiment, comparison: dict[str, Any], series: di
         vms=[_vm_view(vm) for vm in scenario["vms"]],
         table=[_table_row(run, rows[run.id], vm_names) for run in runs],
         run_sections=[{"run": run, "params": _params(run.params), "csv": links["csv"][run.id],
-                       "charts": _charts(series.get(run.id))} for run in runs])
+                       "charts": _charts(series.get(run.id)), **_behaviour(run.summary)} for run in runs])
+
+
+def _behaviour(summary: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """What each VM was left with, how long the host spent in each state, what sharing saved,
+    and the run's notes (older summaries lack some of it: shown as far as they go)."""
+    summary = summary or {}
+    host = summary.get("host", {})
+    sharing = None
+    if host.get("sharing_saved_mb_mean"):
+        zero = host.get("sharing_saved_zero_mb_mean", 0.0)
+        sharing = {"total": host["sharing_saved_mb_mean"], "zero": zero, "other": host["sharing_saved_mb_mean"] - zero}
+    vms = [vm for vm in summary.get("vms", []) if "allocated_end_mb" in vm]
+    return {"vms": vms, "states": host.get("states_pct") or {}, "sharing": sharing, "notes": summary.get("notes", [])}
 
 
 def _table_row(run: Run, row: dict[str, Any], vm_names: list[str]) -> dict[str, Any]:

@@ -128,6 +128,26 @@ def test_simulate_end_to_end(tmp_path, capsys):
     assert "[static]   0%" in err and "done in" in err
 
 
+def test_simulate_series_and_policy_events(tmp_path, capsys):
+    doc = tiny_scenario()
+    doc["duration_s"] = 3
+    doc["policy_events"] = [{"at_s": 2, "policy": "esx", "params": {"idle_tax_pct": 90}}]
+    path = write_json(tmp_path, doc)
+    code, out, err = run(capsys, "simulate", path, "--policy", "esx", "--json", "--series", "--quiet")
+    assert code == 0, err
+    [result] = json.loads(out)
+    assert len(result["series"]["time_s"]) == 3 and "allocated_mb" in result["series"]["vms"]["app"]
+    assert any(e["event"] == "parameters" for e in result["events"])
+    assert any("idle_tax_pct 75.0 -> 90" in note for note in result["notes"])
+    assert {"allocated_end_mb", "allocated_last_minute_mb", "guaranteed_mb"} <= set(result["vms"][0])
+
+    code, _, err = run(capsys, "simulate", path, "--series")
+    assert_user_error(code, err, "--series needs --json")
+    doc["policy_events"][0]["params"] = {"idle_tax_pct": 500}
+    code, _, err = run(capsys, "simulate", write_json(tmp_path, doc), "--policy", "esx")
+    assert_user_error(code, err, "policy_events[0].params.idle_tax_pct")
+
+
 def summary(policy: str, slowdowns: dict, **host) -> dict:
     """A hand-made RunResult.summary, as the engine documents it."""
     vms = []

@@ -128,6 +128,28 @@ def test_full_document(trace_file):
     assert policies == [{"name": "esx", "params": {"idle_tax": 0.5}}, {"name": "static", "params": {}}]
 
 
+def test_events_that_change_a_run(minimal):
+    minimal["vms"][0]["events"] = [{"at_s": 0, "action": "start"}, {"at_s": 5, "action": "load_balloon_driver"}]
+    minimal["policy_events"] = [{"at_s": 4, "policy": "esx", "params": {"idle_tax_pct": 90, "sample_pages": 50}}]
+    scenario, _ = load_scenario(minimal)
+    vm = scenario.vms[0]
+    assert vm.events[1] == Event(5.0, "load_balloon_driver")
+    assert vm.balloon_driver and not vm.balloon_driver_at_boot
+    (event,) = scenario.policy_events
+    assert (event.at_s, event.policy, event.changes) == (4.0, "esx", {"idle_tax_pct": 90, "sample_pages": 50})
+    again, _ = load_scenario(scenario_to_dict(scenario))
+    assert again == scenario
+
+
+def test_bad_policy_events_name_the_field(minimal):
+    minimal["policy_events"] = [{"at_s": 11, "policy": "esx", "params": {"idle_tax_pct": 9}},
+                                {"at_s": 1, "policy": "esx", "params": {}}, {"at_s": 1, "params": {"a": 1}}]
+    found = problems(minimal)
+    assert "policy_events[1].params" in found and "policy_events[2].policy" in found
+    minimal["policy_events"] = [{"at_s": 11, "policy": "esx", "params": {"idle_tax_pct": 9}}]
+    assert "within the run" in problems(minimal)["policy_events[0].at_s"][0]
+
+
 def test_omitted_fields_take_the_dataclass_defaults(minimal):
     scenario, policies = load_scenario(minimal)
     assert scenario.host.costs == Costs() and scenario.host.swap_device == "ssd"

@@ -154,6 +154,12 @@ def test_bad_experiments_name_the_field_and_store_nothing(api, counts):
         ({**good, "policies": [{"name": "static"}, {"name": "no-such"}]}, "policies[1].name"),
         ({**good, "policies": [{"name": "esx", "params": {"idle_tax_pct": 500}}]}, "policies[0].params.idle_tax_pct"),
         ({**good, "policies": [{"name": "esx", "params": {"bogus": 1}}]}, "policies[0].params.bogus"),
+        ({**good, "policies": [{"name": "esx"}],
+          "policy_events": [{"at_s": 1, "policy": "esx", "params": {"idle_tax_pct": 500}}]},
+         "policy_events[0].params.idle_tax_pct"),
+        ({**good, "policy_events": [{"at_s": 1, "policy": "no-such", "params": {"x": 1}}]}, "policy_events[0].policy"),
+        ({**good, "policy_events": [{"at_s": 1e9, "policy": "esx", "params": {"idle_tax_pct": 5}}]},
+         "policy_events[0].at_s"),
         (experiment(host_id=999), "host_id"),
         (experiment(host_id=2**63), "host_id"),                  # past any row id: 422, not a 500
         (experiment(template_id=2**64), "vms[0].template_id"),

@@ -49,6 +49,10 @@ class ExperimentDocumentSchema(Schema):
         "description": "inline VMs (scenario format); {\"template_id\": 5, \"name\": \"web1\", ...} starts from a "
                        "stored template; a trace phase may name an uploaded trace by \"trace_id\""})
     policies = fields.List(fields.Nested(PolicyChoiceDocSchema), metadata={"description": "default: static"})
+    policy_events = fields.List(fields.Dict(), metadata={
+        "description": "parameter changes during the run: {\"at_s\": 300, \"policy\": \"esx\", \"params\": "
+                       "{\"idle_tax_pct\": 90}}; each applies to the runs of its policy from that epoch on, "
+                       "and is checked against the policy's parameters (422 naming policy_events[i])"})
 
 
 class RunBriefSchema(Schema):
