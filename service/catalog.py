@@ -12,8 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .engine.traces import GZIP_MAGIC, NPY_MAGIC, TraceError, load_trace, trace_stats
-from .models import PluginRegistration, Trace
-from .policies import installed_policies
+from .models import Trace
 from .scenario import HostSchema, ScenarioValidationError, VMSchema, flatten_errors
 from .settings import Settings, get_settings
 
@@ -109,27 +108,6 @@ def _format(head: bytes) -> str:
     if head.startswith(NPY_MAGIC):
         return "npy"
     return "text"
-
-
-def sync_plugins(session: Session) -> list[PluginRegistration]:
-    """Make the registry list every installed policy: new ones are added enabled, known ones get
-    their version, distribution and parameters refreshed (``enabled`` is left as set).
-    Registrations whose entry point is gone stay, so runs that used them keep their meaning."""
-    rows = {r.name: r for r in session.scalars(select(PluginRegistration))}
-    for info in installed_policies():
-        row = rows.get(info.name)
-        if row is None:
-            row = rows[info.name] = PluginRegistration(name=info.name, enabled=True)
-            session.add(row)
-        row.version = info.version
-        row.distribution = info.distribution
-        row.distribution_version = info.distribution_version
-        row.entry_point = info.entry_point
-        row.summary = info.summary
-        row.trusts_guest = info.trusts_guest
-        row.parameters = info.parameters
-    session.flush()
-    return sorted(rows.values(), key=lambda r: r.name)
 
 
 def validate_host_spec(spec: Any) -> dict[str, Any]:

@@ -24,9 +24,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import registry
+from .db import first_line
 from .engine import ENGINE_VERSION
+from .engine.hooks import HookTimer
 from .limits import check_limits, check_vm_count
-from .models import Experiment, Host, PluginRegistration, Run, RunStatus, Trace, VMTemplate
+from .models import Experiment, Host, Run, RunStatus, Trace, VMTemplate
 from .policies import (
     DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy, policy_event_problems,
 )
@@ -230,7 +233,6 @@ def _check_policies(session: Session, chosen: list[dict], settings: Settings
     errors: dict[str, list[str]] = {}
     if len(chosen) > settings.max_policies:
         raise ScenarioValidationError({"policies": [f"at most {settings.max_policies} policies per experiment"]})
-    disabled = set(session.scalars(select(PluginRegistration.name).where(PluginRegistration.enabled.is_(False))))
     pinned = []
     seen: dict[str, int] = {}
     for i, choice in enumerate(chosen):
@@ -240,14 +242,20 @@ def _check_policies(session: Session, chosen: list[dict], settings: Settings
         except (UnknownPolicyError, BrokenPolicyError) as exc:
             errors[f"policies[{i}].name"] = [str(exc)]
             continue
-        if name in disabled:
-            errors[f"policies[{i}].name"] = [f"policy {name!r} is disabled in the plugin registry"]
+        refused = registry.refusal(session, name, cls.version, _distribution(cls), settings.plugins_auto_enable)
+        if refused is not None:
+            errors[f"policies[{i}].name"] = [refused]
             continue
         try:
-            cls.create(params)
+            HookTimer(name, settings.plugin_time_limit_s or None).call("create", cls.create, params)
         except PolicyParameterError as exc:
             for path, messages in flatten_errors(exc.messages, f"policies[{i}].params").items():
                 errors.setdefault(path, []).extend(messages)
+            continue
+        except Exception as exc:         # someone else's code: its failure is the request's problem
+            errors[f"policies[{i}].name"] = [
+                f"plugin {name!r} {cls.version} ({_distribution(cls) or 'unknown distribution'}) cannot be created "
+                f"with these parameters: {first_line(exc)}"]
             continue
         effective = effective_params(cls, params)
         key = sha256_of({"name": name, "params": effective})

@@ -61,6 +61,12 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     0 means none. Default 10 s. It must be shorter than the stale time (``VMEMLAB_HEARTBEAT_S`` ×
     ``VMEMLAB_STALE_HEARTBEATS``): no heartbeat is written while a hook runs. ``vmemlab
     simulate`` (local, e.g. under a debugger) applies none.
+``VMEMLAB_PLUGINS_AUTO_ENABLE``
+    Which installed policies experiments may use without an admin registering them:
+    ``builtin`` (the policies that ship with vmemlab; third-party ones are listed as available
+    until an admin registers them, and need approving again when their version changes),
+    ``all`` (every installed policy in whatever version is installed) or ``none`` (a closed
+    deployment: an admin registers every policy, built-ins included). Default ``builtin``.
 ``VMEMLAB_MAX_ATTEMPTS``
     A run whose worker stops heartbeating is run again, at most this many attempts in all; then
     it fails (a plugin that kills its process or hangs in C code would otherwise take worker
@@ -127,6 +133,7 @@ class Settings:
     open_reads: bool = True
     admin_token: Optional[str] = field(default=None, repr=False)
     plugin_time_limit_s: float = 10.0
+    plugins_auto_enable: str = "builtin"
     max_attempts: int = 3
     requeue_after_s: float = 300.0
     heartbeat_s: float = 0.5
@@ -168,6 +175,7 @@ class Settings:
             open_reads=_flag(env, "VMEMLAB_OPEN_READS", default=True),
             admin_token=_secret(env, "VMEMLAB_ADMIN_TOKEN"),
             plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 10.0, low=0.0),
+            plugins_auto_enable=_choice(env, "VMEMLAB_PLUGINS_AUTO_ENABLE", ("builtin", "all", "none"), "builtin"),
             max_attempts=_count(env, "VMEMLAB_MAX_ATTEMPTS", 3),
             requeue_after_s=_number(env, "VMEMLAB_REQUEUE_AFTER_S", float, 300.0, low=1.0),
             heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
@@ -284,3 +292,10 @@ def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name}={text!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    text = (_text(env, name) or default).lower()
+    if text not in choices:
+        raise SettingsError(f"{name}={text!r}: expected one of {', '.join(choices)}")
+    return text

@@ -49,7 +49,7 @@ from .celery_app import RUN_TASK, app
 from .db import first_line, is_connection_failure, session_scope
 from .engine import ENGINE_VERSION, PolicyError, RunCancelled, simulate
 from .engine.simulator import HookTimer
-from .models import METRIC_COLUMNS, Experiment, Run, RunSeries, RunStatus, utcnow
+from .models import METRIC_COLUMNS, Experiment, PluginRegistration, Run, RunSeries, RunStatus, utcnow
 from .policies import BrokenPolicyError, UnknownPolicyError, load_policy
 from .scenario import ScenarioValidationError, load_scenario
 from .sdk import Policy, PolicyParameterError
@@ -258,15 +258,18 @@ def execute_run(run_id: int, worker: Optional[str] = None, settings: Optional[Se
         return "lost"
 
 
-def _read_run(run_id: int, *, retried: bool) -> tuple[str, str, dict[str, Any], bool, dict[str, Any]]:
+def _read_run(run_id: int, *, retried: bool) -> tuple[str, str, dict[str, Any], bool, dict[str, Any], Optional[bool]]:
     with session_scope() as session:
         run = session.get(Run, run_id)
         experiment = session.get(Experiment, run.experiment_id)
-        return run.policy_name, run.policy_version, dict(run.params), run.cancel_requested, experiment.scenario
+        approved = session.scalar(select(PluginRegistration.trusts_guest).where(PluginRegistration.name == run.policy_name))
+        return (run.policy_name, run.policy_version, dict(run.params), run.cancel_requested, experiment.scenario,
+                approved)
 
 
 def _execute(lease: Lease, settings: Settings) -> str:
-    name, pinned, params, cancel, document = with_db_retry(f"run {lease.run_id}: read", _read_run, lease.run_id)
+    name, pinned, params, cancel, document, approved_trust = with_db_retry(
+        f"run {lease.run_id}: read", _read_run, lease.run_id)
     if cancel:
         return CANCELLED if finish(lease, CANCELLED) else "lost"
 
@@ -275,7 +278,10 @@ def _execute(lease: Lease, settings: Settings) -> str:
     except (UnknownPolicyError, BrokenPolicyError) as exc:
         return _fail(lease, f"worker {lease.worker} cannot load plugin {name} (run needs version {pinned}): {exc}")
     if cls.version != pinned:
-        return _fail(lease, f"worker {lease.worker} has plugin {name} version {cls.version}, run needs {pinned}")
+        return _fail(lease, f"worker {lease.worker} has plugin {name} version {cls.version}, run needs {pinned}; "
+                            "restart the workers after installing another version of a plugin")
+    # the trust level the registry recorded for this plugin, or the class's before any of its code ran
+    trusts_guest = bool(cls.trusts_guest) if approved_trust is None else approved_trust
     try:
         scenario, _ = load_scenario(document, base_dir=settings.trace_dir)
     except ScenarioValidationError as exc:
@@ -292,7 +298,7 @@ def _execute(lease: Lease, settings: Settings) -> str:
     monitor.beat()
     try:
         result = simulate(scenario, policy, progress=monitor.progress, should_stop=monitor.should_stop,
-                          hook_time_limit_s=settings.plugin_time_limit_s or None)
+                          hook_time_limit_s=settings.plugin_time_limit_s or None, trusts_guest=trusts_guest)
     except LeaseLost:
         raise
     except RunCancelled as exc:

@@ -36,11 +36,18 @@ class HookTimer:
     PolicyError naming the policy, the hook and the limit. ``limit_s`` None or 0: no limit.
     """
 
-    def __init__(self, policy: str, limit_s: Optional[float]):
+    def __init__(self, policy: str, limit_s: Optional[float], after: Optional[Callable[[str], None]] = None):
         self.policy = policy
         self.limit_s = float(limit_s) if limit_s and limit_s > 0 else None
+        self.after = after          # called with the hook's name after every call that returns
 
     def call(self, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
+        result = self._timed(hook, fn, args)
+        if self.after is not None:
+            self.after(hook)
+        return result
+
+    def _timed(self, hook: str, fn: Callable[..., Any], args: tuple) -> Any:
         if self.limit_s is None:
             return fn(*args)
         if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():

@@ -38,9 +38,14 @@ def _mb(pages: float) -> float:
 
 
 class Simulation(DecisionApplier):
+    """One run. ``trusts_guest``: the trust level the run uses, fixed before it starts: the value
+    the plugin registry approved, or the class's as it was when the policy was loaded (default:
+    the class's now). Views are built from it alone, and a policy whose class or instance says
+    otherwise, now or after any hook call, fails the run."""
+
     def __init__(self, scenario: Scenario, policy: Policy, *, validate: bool = True,
                  load_trace: Optional[Callable[[str], np.ndarray]] = None,
-                 hook_time_limit_s: Optional[float] = None):
+                 hook_time_limit_s: Optional[float] = None, trusts_guest: Optional[bool] = None):
         if validate:
             scenario.check()
         if load_trace is None:
@@ -48,7 +53,9 @@ class Simulation(DecisionApplier):
             load_trace = default_loader
         self.scenario = scenario
         self.policy = policy
-        self.hooks = HookTimer(policy.name, hook_time_limit_s)
+        self.trusts_guest = bool(type(policy).trusts_guest) if trusts_guest is None else bool(trusts_guest)
+        self._check_trust("the policy's constructor")
+        self.hooks = HookTimer(policy.name, hook_time_limit_s, after=self._check_trust)
         self.st = build(scenario, load_trace)
         self.n = len(scenario.vms)
         self.epoch_ns = scenario.epoch_s * 1e9
@@ -79,7 +86,7 @@ class Simulation(DecisionApplier):
         vm = self.scenario.vms[v]
         row = self.st.vm_i[v]
         guest = None
-        if type(self.policy).trusts_guest:
+        if self.trusts_guest:
             guest = GuestReport(committed_mb=_mb(row[I_TOUCHED]), free_mb=_mb(row[I_NFREE]),
                                 paged_mb=_mb(row[I_PAGED]))
         faults = {}
@@ -100,6 +107,25 @@ class Simulation(DecisionApplier):
             host_swapped_mb=_mb(row[I_SWAPPED]),
             smart_paged_mb=_mb(row[I_SMART]), refs=refs, faults=faults,
             blocked=bool(row[I_BLOCKED]), guaranteed_mb=row[I_MIN_Q] / Q_PER_MB, active_sample=self.sample_results.get(v), guest=guest)
+
+    def _check_trust(self, hook: str) -> None:
+        """A policy cannot change what it may see: its class and instance must still say the trust
+        level the run was started with. If not, the class is put back (a worker process runs
+        other runs of it) and the run fails, naming the policy."""
+        cls = type(self.policy)
+        declared = (getattr(cls, "trusts_guest", None), getattr(self.policy, "trusts_guest", None))
+        if all(isinstance(x, bool) and x == self.trusts_guest for x in declared):
+            return
+        try:
+            Policy.trusts_guest = False          # the base class's, in case the plugin changed it
+            cls.trusts_guest = self.trusts_guest
+            vars(self.policy).pop("trusts_guest", None)
+        except (AttributeError, TypeError):     # a metaclass or __slots__ that refuses
+            pass
+        after = "" if hook.startswith("the ") else "()"
+        raise PolicyError(self.policy.name, f"{hook}{after} changed trusts_guest (class {declared[0]!r}, instance "
+                                            f"{declared[1]!r}); a policy's trust level is fixed when it is loaded "
+                                            f"(here {self.trusts_guest}) and cannot be changed by the plugin")
 
     def host_view(self, time_s: float, epoch: int, deltas: Optional[np.ndarray] = None) -> HostView:
         st = self.st
@@ -303,10 +329,11 @@ class Simulation(DecisionApplier):
 def simulate(scenario: Scenario, policy: Policy, progress: Optional[Callable[[float], None]] = None,
              should_stop: Optional[Callable[[], bool]] = None, *, validate: bool = True,
              load_trace: Optional[Callable[[str], np.ndarray]] = None,
-             hook_time_limit_s: Optional[float] = None) -> RunResult:
+             hook_time_limit_s: Optional[float] = None, trusts_guest: Optional[bool] = None) -> RunResult:
     """Run ``scenario`` under ``policy``; a pure function of both and the scenario's seed.
     ``hook_time_limit_s``: longest wall time of one call of a policy hook (HookTimer); a hook
-    that runs longer fails the run with a PolicyError. None or 0: no limit."""
+    that runs longer fails the run with a PolicyError. None or 0: no limit. ``trusts_guest``:
+    the trust level approved for the policy (see Simulation)."""
     sim = Simulation(scenario, policy, validate=validate, load_trace=load_trace,
-                     hook_time_limit_s=hook_time_limit_s)
+                     hook_time_limit_s=hook_time_limit_s, trusts_guest=trusts_guest)
     return sim.run(progress=progress, should_stop=should_stop)

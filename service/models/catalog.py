@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Optional
 
 from sqlalchemy import BigInteger, Boolean, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
@@ -83,5 +83,8 @@ class PluginRegistration(Base):
     trusts_guest: Mapped[bool] = mapped_column(Boolean, default=False)
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # the version an admin approved (POST /plugins, PATCH enabled) or the service enabled on its
+    # own (VMEMLAB_PLUGINS_AUTO_ENABLE); None: never approved ("available")
+    approved_version: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     registered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -8,6 +8,7 @@ ever runs once per memory reference.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -15,6 +16,11 @@ from marshmallow import Schema, ValidationError
 
 from .decisions import Admission, Decisions, HostDecision
 from .views import HostView, VMView
+
+
+#: The one rule for a policy's name: letters, digits, '-' and '_', starting with a letter or digit.
+#: It is an entry-point name, the NAME in ``--param NAME.key=value`` (so no '.') and a URL segment.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
 class PolicyParameterError(ValueError):

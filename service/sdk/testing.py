@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional
@@ -41,7 +40,7 @@ from marshmallow import Schema
 from ..engine import ContentMix, Event, Host, Phase, PolicyError, RunResult, Scenario, Simulation, VM
 from ..engine.invariants import check as check_books
 from .decisions import Admission, Decisions, HostDecision, VMDecision
-from .policy import Policy, PolicyParameterError
+from .policy import NAME_PATTERN, Policy, PolicyParameterError
 from .views import HostView, VMView
 
 ParamsArg = Optional[Mapping[str, Any]]
@@ -51,7 +50,6 @@ RUN_SECONDS = 60.0
 #: Longest a policy's hooks may take in total over one built-in scenario (8 epochs, 2-3 VMs).
 HOOK_SECONDS = 5.0
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def policy_hooks() -> tuple[str, ...]:
