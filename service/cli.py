@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from .engine import ScenarioError, simulate
 from .engine.config import REPLACEMENTS
+from .engine.hooks import describe_failure
 from .engine.mrc import miss_counts
 from .engine.traces import TraceError, load_trace, trace_stats
 from .client import FINISHED as FINISHED_STATUSES
@@ -84,20 +85,31 @@ def choose_policies(cli_names: Sequence[str], scenario_policies: Sequence[dict],
     return chosen
 
 
-def build_policies(choices: Sequence[dict]) -> list[Policy]:
-    """Instantiate every chosen policy before any run starts, so that a typo in the last one
-    is reported at once, with all the others."""
-    policies, problems = [], []
+def build_policies(choices: Sequence[dict]) -> list[tuple[type[Policy], dict, bool]]:
+    """Load every chosen policy and check its parameters before any run starts, so that a typo in
+    the last one is reported at once, with all the others: ``(class, params, trust level)`` each,
+    the trust level read before any code of the plugin's ran beyond its import."""
+    loaded, problems = [], []
     for choice in choices:
         try:
-            policies.append(load_policy(choice["name"]).create(choice["params"]))
+            cls = load_policy(choice["name"])
+            loaded.append((cls, check_params(cls, choice["params"]), bool(cls.trusts_guest)))
         except (UnknownPolicyError, BrokenPolicyError) as exc:
             problems.append(str(exc))
         except PolicyParameterError as exc:
             problems.extend(_parameter_problems(exc))
     if problems:
         raise UsageError(*problems)
-    return policies
+    return loaded
+
+
+def check_params(cls: type[Policy], params: dict) -> dict:
+    """The parameters as the policy's schema loads them (PolicyParameterError if they do not)."""
+    from marshmallow import ValidationError
+    try:
+        return cls.Params().load(dict(params or {}))
+    except ValidationError as err:
+        raise PolicyParameterError(cls.name, err.messages) from None
 
 
 class ProgressLine:
@@ -140,20 +152,27 @@ def command_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.series and not args.json:
         raise UsageError("--series needs --json: the series are JSON")
     choices = choose_policies(args.policy or [], scenario_policies, parse_param_overrides(args.param or []))
-    policies = build_policies(choices)
+    loaded = build_policies(choices)
     problems = policy_event_problems(scenario.policy_events, choices)
     if problems:
         raise ScenarioValidationError(problems)
 
     summaries = []
-    for policy in policies:
-        progress = ProgressLine(policy.name, err, enabled=not args.quiet)
+    for cls, params, trusts_guest in loaded:
+        progress = ProgressLine(cls.name, err, enabled=not args.quiet)
         progress(0.0)
         try:
-            result = simulate(scenario, policy, progress=progress)
-        except BaseException:
+            # the plugin's own code (constructor, hooks) fails its row, never the other policies'
+            result = simulate(scenario, cls.create(params), progress=progress, trusts_guest=trusts_guest)
+        except (KeyboardInterrupt, SystemExit):
             progress.abandon()
             raise
+        except Exception as exc:
+            progress.abandon()
+            message = describe_failure(exc, cls)
+            err.write(f"error: {message}\n")
+            summaries.append({"policy": cls.name, "policy_version": cls.version, "error": message, "vms": []})
+            continue
         progress.finish()
         summaries.append({**result.summary, "series": result.series, "events": result.events}
                          if args.series else result.summary)
@@ -162,7 +181,7 @@ def command_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(json.dumps(summaries, indent=2) + "\n")
     else:
         out.write(format_simulation(summaries, scenario_title(scenario)))
-    return 0
+    return 1 if any("error" in s for s in summaries) else 0
 
 
 def scenario_title(scenario: Any) -> str:
@@ -200,7 +219,7 @@ VM_COLUMNS = (
 HOST_COLUMNS = (
     Column("", "policy", "<", lambda s, host: str(s.get("policy", "?"))),
     Column("", "version", "<", lambda s, host: str(s.get("policy_version", "?"))),
-    Column("", "VMs", "<", lambda s, host: _vm_states(s.get("vms", []))),
+    Column("", "VMs", "<", lambda s, host: "failed" if s.get("error") else _vm_states(s.get("vms", []))),
     Column("mean", "slowdown", ">", lambda s, host: _ratio(s.get("slowdown"))),
     Column("", "fairness", ">", lambda s, host: _number(s.get("fairness"), 3)),
     Column("host used MB", "peak", ">", lambda s, host: _mb(host.get("peak_used_mb"))),
@@ -234,6 +253,7 @@ def format_simulation(summaries: Sequence[dict], title: str | None = None) -> st
              for s in summaries for vm in s.get("vms", []) if vm.get("refused_reason")]
     notes += [f"  {s.get('policy')}: {note}" for s in summaries for note in s.get("notes", [])
               if "refused" not in note]
+    notes += [f"  {s.get('policy')}: failed: {s['error']}" for s in summaries if s.get("error")]
     if notes:
         lines += ["", "Notes"] + notes
     engines = sorted({str(s["engine_version"]) for s in summaries if s.get("engine_version")})

@@ -26,12 +26,13 @@ from sqlalchemy.orm import Session
 
 from . import registry
 from .db import first_line
-from .engine import ENGINE_VERSION
+from .engine import ENGINE_VERSION, PolicyError
 from .engine.hooks import HookTimer
 from .limits import check_limits, check_vm_count
 from .models import Experiment, Host, Run, RunStatus, Trace, VMTemplate
 from .policies import (
     DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy, policy_event_problems,
+    restore_declared_trust,
 )
 from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
 from .sdk import Policy, PolicyParameterError
@@ -246,8 +247,13 @@ def _check_policies(session: Session, chosen: list[dict], settings: Settings
         if refused is not None:
             errors[f"policies[{i}].name"] = [refused]
             continue
+        declared = cls.trusts_guest
         try:
-            HookTimer(name, settings.plugin_time_limit_s or None).call("create", cls.create, params)
+            policy = HookTimer(name, settings.plugin_time_limit_s or None).call("create", cls.create, params)
+            if type(policy).trusts_guest is not declared or getattr(policy, "trusts_guest", None) is not declared:
+                restore_declared_trust()
+                raise PolicyError(name, "its constructor changed trusts_guest; a policy's trust level is fixed "
+                                        "when it is loaded")
         except PolicyParameterError as exc:
             for path, messages in flatten_errors(exc.messages, f"policies[{i}].params").items():
                 errors.setdefault(path, []).extend(messages)

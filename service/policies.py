@@ -69,14 +69,48 @@ def entry_points_by_name() -> dict[str, EntryPoint]:
 
 
 
+# Trust levels as each policy class declared them when it was first loaded in this process, and
+# the plugins whose import changed another class's (they stay broken until the process restarts).
+_declared_trust: dict[type, object] = {Policy: False}
+_tainted: dict[str, str] = {}
+_load_lock = threading.RLock()
+
+
+def restore_declared_trust() -> list[str]:
+    """Put back the trust level every loaded policy class declared; the classes that had changed."""
+    return _trust_changes()
+
+
+def _trust_changes() -> list[str]:
+    changed = []
+    for cls, declared in _declared_trust.items():
+        if vars(cls).get("trusts_guest", declared) is not declared:
+            changed.append(f"{cls.__module__}.{cls.__qualname__}")
+            cls.trusts_guest = declared          # put back what it declared
+    return changed
+
+
 def load_policy(name: str) -> type[Policy]:
     eps = entry_points_by_name()
     if name not in eps:
         raise UnknownPolicyError(name, sorted(eps))
-    try:
-        cls = eps[name].load()
-    except Exception as exc:  # a broken third-party package must not look like "unknown"
-        raise BrokenPolicyError(f"policy {name!r} ({eps[name].value}) failed to import: {exc}") from exc
+    with _load_lock:
+        if name in _tainted:
+            raise BrokenPolicyError(_tainted[name])
+        _trust_changes()          # undo what ran before (the engine undoes a hook's change itself)
+        try:
+            cls = eps[name].load()
+        except Exception as exc:  # a broken third-party package must not look like "unknown"
+            raise BrokenPolicyError(f"policy {name!r} ({eps[name].value}) failed to import: {exc}") from exc
+        finally:
+            # importing a plugin must not change what other policies declare (their trust level)
+            changed = _trust_changes()
+        if changed:
+            _tainted[name] = (f"policy {name!r} ({eps[name].value}): importing it changed trusts_guest of "
+                              f"{', '.join(changed)} (put back; the plugin stays refused until the process restarts)")
+            raise BrokenPolicyError(_tainted[name])
+        if isinstance(cls, type) and issubclass(cls, Policy):
+            _declared_trust.setdefault(cls, vars(cls).get("trusts_guest", cls.trusts_guest))
     if not (isinstance(cls, type) and issubclass(cls, Policy)):
         raise BrokenPolicyError(f"entry point {name!r} ({eps[name].value}) is not a vmemlab Policy subclass")
     if cls.name != name:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import PluginRegistration
-from .policies import broken_policies, entry_points_by_name, installed_policies
+from . import policies
 
 BUILTIN_DISTRIBUTION = "vmemlab"
 AUTO_ENABLE = ("builtin", "all", "none")
@@ -59,7 +59,7 @@ def sync(session: Session, auto_enable: str) -> list[PluginRegistration]:
     version approved only if ``auto_enable`` approves it (otherwise it shows as version_changed).
     Registrations whose entry point is gone stay, so runs that used them keep their meaning."""
     rows = {r.name: r for r in session.scalars(select(PluginRegistration))}
-    for info in installed_policies():
+    for info in policies.installed_policies():
         auto = auto_approves(auto_enable, info.distribution)
         row = rows.get(info.name)
         if row is None:
@@ -96,8 +96,8 @@ def status(row: PluginRegistration, installed: bool, broken_reason: Optional[str
 def listing(session: Session, auto_enable: str) -> list[Listing]:
     """Every registration and every broken entry point, with its status, by name."""
     rows = sync(session, auto_enable)
-    installed = set(entry_points_by_name())
-    broken = {b.name: b for b in broken_policies()}
+    installed = set(policies.entry_points_by_name())
+    broken = {b.name: b for b in policies.broken_policies()}
     out = []
     for row in rows:
         fault = broken.get(row.name)

@@ -36,7 +36,6 @@ import math
 import os
 import socket
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -47,12 +46,12 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from .celery_app import RUN_TASK, app
 from .db import first_line, is_connection_failure, session_scope
-from .engine import ENGINE_VERSION, PolicyError, RunCancelled, simulate
-from .engine.simulator import HookTimer
+from .engine import ENGINE_VERSION, RunCancelled, simulate
+from .engine.hooks import HookTimer, describe_failure
 from .models import METRIC_COLUMNS, Experiment, PluginRegistration, Run, RunSeries, RunStatus, utcnow
 from .policies import BrokenPolicyError, UnknownPolicyError, load_policy
 from .scenario import ScenarioValidationError, load_scenario
-from .sdk import Policy, PolicyParameterError
+from .sdk import PolicyParameterError
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -335,29 +334,6 @@ def _execute(lease: Lease, settings: Settings) -> str:
 def _fail(lease: Lease, message: str) -> str:
     log.error("run %s failed: %s", lease.run_id, message)
     return FAILED if finish(lease, FAILED, message) else "lost"
-
-
-def describe_failure(exc: BaseException, cls: type[Policy]) -> str:
-    """An error message that names the plugin, and where in its code it failed if it did."""
-    if isinstance(exc, (PolicyError, PolicyParameterError)):
-        return f"{exc} (plugin {cls.name} {cls.version})"
-    text = f"{type(exc).__name__}: {exc}"
-    modules = {c.__module__ for c in cls.__mro__ if c.__module__ and not c.__module__.startswith(("service.", "builtins"))}
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if any(_same_module(f.filename, m) for m in modules)]
-    if frames:
-        where = frames[-1]
-        return (f"policy {cls.name!r} {cls.version} raised {text} "
-                f"({os.path.basename(where.filename)}:{where.lineno} in {where.name})")
-    return f"{text} (while running policy {cls.name!r} {cls.version})"
-
-
-def _same_module(filename: str, module: str) -> bool:
-    import sys
-
-    mod = sys.modules.get(module)
-    path = getattr(mod, "__file__", None)
-    return path is not None and os.path.abspath(path) == os.path.abspath(filename)
 
 
 # --- helpers ----------------------------------------------------------------------------------

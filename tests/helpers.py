@@ -43,3 +43,22 @@ class FixedPolicy(Policy):
             if v.name in self._per_vm:
                 d.vms[v.name] = self._per_vm[v.name]
         return d
+
+
+def install_test_distribution(folder, distribution: str, modules: dict[str, str], entry_points: dict[str, str]):
+    """Lay out ``folder`` as an installed distribution would be: the ``modules`` (name -> source)
+    and a dist-info whose entry_points.txt advertises ``entry_points`` (policy name ->
+    ``module:Class``) in the group vmemlab.policies. Put ``folder`` on sys.path (or a worker's
+    PYTHONPATH) and the policies are found like any installed plugin's."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (folder / f"{module}.py").write_text(source)
+    info = folder / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[vmemlab.policies]\n" + "".join(f"{name} = {target}\n" for name, target in entry_points.items()))
+    return folder

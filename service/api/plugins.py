@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import registry
 from ..models import Run
-from ..policies import GROUP, entry_points_by_name
+from .. import policies
+from ..policies import GROUP
 from .auth import admin_only
 from .common import Blueprint, db, documented_errors, invalid, settings
 from .schemas.plugins import PluginPatchSchema, PluginQuerySchema, PluginRegisterSchema, PluginSchema
@@ -68,7 +69,7 @@ def _runs_by_version(name: str) -> list[dict[str, Any]]:
 def _entry(name: str) -> registry.Listing:
     entry = next((e for e in _entries() if e.name == name), None)
     if entry is None:
-        abort(404, message=f"no plugin named {name!r}; installed: {', '.join(sorted(entry_points_by_name()))}. "
+        abort(404, message=f"no plugin named {name!r}; installed: {', '.join(sorted(policies.entry_points_by_name()))}. "
                            f"{registry.RESTART_HINT.capitalize()}")
     return entry
 
@@ -76,7 +77,7 @@ def _entry(name: str) -> registry.Listing:
 def _not_installed(name: str) -> None:
     invalid("json", {"name": [f"no installed distribution advertises a policy named {name!r} in the entry-point "
                               f"group {GROUP}; install its package first (installed: "
-                              f"{', '.join(sorted(entry_points_by_name())) or 'none'}); {registry.RESTART_HINT}"]})
+                              f"{', '.join(sorted(policies.entry_points_by_name())) or 'none'}); {registry.RESTART_HINT}"]})
 
 
 @blp.route("")
@@ -105,7 +106,7 @@ class Plugins(MethodView):
     @admin_only
     def post(self, data: dict):
         name = data["name"]
-        if name not in entry_points_by_name():
+        if name not in policies.entry_points_by_name():
             _not_installed(name)
         entry = _entry(name)
         if entry.status == "broken" or entry.row is None:

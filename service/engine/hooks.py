@@ -2,10 +2,16 @@
 on each hook call."""
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from ..sdk import Policy
 
 
 class PolicyError(RuntimeError):
@@ -84,3 +90,26 @@ class HookTimer:
 
     def _error(self, hook: str) -> PolicyError:
         return PolicyError(self.policy, f"{hook}() ran longer than the plugin hook time limit of {self.limit_s:g} s")
+
+
+def describe_failure(exc: BaseException, cls: type["Policy"]) -> str:
+    """An error message that names the plugin, and where in its code it failed if it did."""
+    from ..sdk import PolicyParameterError
+
+    if isinstance(exc, (PolicyError, PolicyParameterError)):
+        return f"{exc} (plugin {cls.name} {cls.version})"
+    text = f"{type(exc).__name__}: {exc}"
+    modules = {c.__module__ for c in cls.__mro__ if c.__module__ and not c.__module__.startswith(("service.", "builtins"))}
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if any(_same_module(f.filename, m) for m in modules)]
+    if frames:
+        where = frames[-1]
+        return (f"policy {cls.name!r} {cls.version} raised {text} "
+                f"({os.path.basename(where.filename)}:{where.lineno} in {where.name})")
+    return f"{text} (while running policy {cls.name!r} {cls.version})"
+
+
+def _same_module(filename: str, module: str) -> bool:
+    mod = sys.modules.get(module)
+    path = getattr(mod, "__file__", None)
+    return path is not None and os.path.abspath(path) == os.path.abspath(filename)

@@ -54,7 +54,7 @@ class Simulation(DecisionApplier):
         self.scenario = scenario
         self.policy = policy
         self.trusts_guest = bool(type(policy).trusts_guest) if trusts_guest is None else bool(trusts_guest)
-        self._check_trust("the policy's constructor")
+        self._check_trust("the policy's constructor", repair=False)
         self.hooks = HookTimer(policy.name, hook_time_limit_s, after=self._check_trust)
         self.st = build(scenario, load_trace)
         self.n = len(scenario.vms)
@@ -108,15 +108,17 @@ class Simulation(DecisionApplier):
             smart_paged_mb=_mb(row[I_SMART]), refs=refs, faults=faults,
             blocked=bool(row[I_BLOCKED]), guaranteed_mb=row[I_MIN_Q] / Q_PER_MB, active_sample=self.sample_results.get(v), guest=guest)
 
-    def _check_trust(self, hook: str) -> None:
+    def _check_trust(self, hook: str, repair: bool = True) -> None:
         """A policy cannot change what it may see: its class and instance must still say the trust
-        level the run was started with. If not, the class is put back (a worker process runs
-        other runs of it) and the run fails, naming the policy."""
+        level the run was started with. If not, the run fails, naming the policy; a change made
+        during the run is undone first (a worker process runs other runs of the class)."""
         cls = type(self.policy)
         declared = (getattr(cls, "trusts_guest", None), getattr(self.policy, "trusts_guest", None))
         if all(isinstance(x, bool) and x == self.trusts_guest for x in declared):
             return
         try:
+            if not repair:
+                raise TypeError("checked before the run: nothing of it to undo")
             Policy.trusts_guest = False          # the base class's, in case the plugin changed it
             cls.trusts_guest = self.trusts_guest
             vars(self.policy).pop("trusts_guest", None)
