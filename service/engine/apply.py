@@ -176,13 +176,17 @@ class DecisionApplier:
             st.vm_f[v, F_CLOCK] += stall
         if row[I_BACKED_Q] > row[I_LIMIT_Q]:
             if row[I_VICTIM] == V_PLUGIN and row[I_SWAP_OK]:
-                self._plugin_victims(v, host, t_ns)
+                need = int(math.ceil((row[I_BACKED_Q] - row[I_LIMIT_Q]) / Q_PER_PAGE))
+                self._plugin_victims(v, host, t_ns, need)
             if row[I_SWAP_OK]:
                 mechanisms.reclaim_to_limit(st, v, t_ns, False)
         if d.host_reclaim_mb:
             if not row[I_SWAP_OK]:
                 raise bad("host_reclaim_mb", "needs host_swap allowed for the VM")
             pages = mb_value("host_reclaim_mb", d.host_reclaim_mb, 0, vm.frames_mb)
+            if row[I_VICTIM] == V_PLUGIN:
+                # the policy picks the victims of every host reclaim it asks for
+                pages -= self._plugin_victims(v, host, t_ns, pages)
             mechanisms.reclaim_pages(st, v, pages, t_ns)
         if self.populated.get(v):
             mechanisms.populate(st, v, t_ns)
@@ -198,12 +202,14 @@ class DecisionApplier:
                 ends = math.inf if d.sample_s is None else t_ns + float(d.sample_s) * 1e9
                 self.samples[v] = (frames, ends)
 
-    def _plugin_victims(self, v: int, host: HostView, t_ns: float) -> None:
+    def _plugin_victims(self, v: int, host: HostView, t_ns: float, need: int) -> int:
+        """Ask the policy for ``need`` host-swap victims of VM v and page them out; how many were."""
         st = self.st
         fb = st.vm_i[v, I_FRAME_BASE]
         present = st.vm_i[v, I_PRESENT]
         candidates = np.flatnonzero(st.host_state[fb:fb + present] == H_RAM).astype(np.int64)
-        need = int(math.ceil((st.vm_i[v, I_BACKED_Q] - st.vm_i[v, I_LIMIT_Q]) / Q_PER_PAGE))
+        if need <= 0 or len(candidates) == 0:
+            return 0
         chosen = self.hooks.call("select_victims", self.policy.select_victims, host, host.vms[v],
                                  candidates.copy(), need)
         try:
@@ -213,7 +219,7 @@ class DecisionApplier:
         if len(chosen) > need or len(np.unique(chosen)) != len(chosen) or not np.isin(chosen, candidates).all():
             raise PolicyError(self.policy.name, f"select_victims() for {self.scenario.vms[v].name!r} must return at most "
                                                 f"{need} distinct frames from the candidates")
-        mechanisms.evict_frames(st, v, chosen, t_ns)
+        return int(mechanisms.evict_frames(st, v, chosen, t_ns))
 
     def _apply(self, decisions: Decisions, t_ns: float, host: HostView) -> None:
         name = self.policy.name

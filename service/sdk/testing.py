@@ -24,7 +24,8 @@ What it checks, each as a function in ``CONTRACT_CHECKS``:
   engine's books balance after every epoch, a policy that does not trust the guest never sees a
   guest report, hooks stay cheap, and the same seed gives the same summary and series.
 
-``run_checked(policy, scenario)`` runs any scenario with the same watch, for your own tests.
+``run_checked(policy, scenario)`` runs any scenario with the same watch, for your own tests;
+``load_scenario(path)`` reads a scenario file for it.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import inspect
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
@@ -210,9 +212,24 @@ class _Watch:
                     raise self.fail(f"Decisions.vms[{name!r}] must be a VMDecision, got {type(decision).__name__}")
 
 
+#: Checking the books costs at most this much more than the run itself (seconds), so that small
+#: scenarios are checked after every epoch.
+CHECK_ALLOWANCE_S = 0.5
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """A scenario file (the format of ``vmemlab simulate``), for ``run_checked``; its ``policies``
+    list, if any, is ignored. Raises ``ValueError`` listing every problem in the file."""
+    from ..scenario import load_scenario_file
+    scenario, _ = load_scenario_file(path)
+    return scenario
+
+
 def run_checked(policy: Policy, scenario: Scenario) -> CheckedRun:
-    """Run ``scenario`` under ``policy`` (an instance; its hooks get wrapped) and check, after
-    every epoch, the engine's books; raises AssertionError naming the policy, scenario and epoch."""
+    """Run ``scenario`` under ``policy`` (an instance; its hooks get wrapped) and check the engine's
+    books after every epoch while checking costs no more than running (plus ``CHECK_ALLOWANCE_S``),
+    and always after the last, so that a checked run costs at most about twice a plain one; raises
+    AssertionError naming the policy, scenario and epoch."""
     if bool(getattr(policy, "trusts_guest", False)) != bool(type(policy).trusts_guest):
         raise AssertionError(f"policy {policy.name!r}: the instance says trusts_guest={policy.trusts_guest!r} but the "
                              f"class says {type(policy).trusts_guest!r}; trust is declared on the class, where "
@@ -221,15 +238,24 @@ def run_checked(policy: Policy, scenario: Scenario) -> CheckedRun:
     watch.install()
     sim = Simulation(scenario, policy)
     epochs = [0]
+    cost = {"running": 0.0, "checking": 0.0, "since": time.perf_counter()}
 
-    def after_epoch(_fraction: float) -> None:
+    def after_epoch(fraction: float) -> None:
         epochs[0] += 1
+        now = time.perf_counter()
+        cost["running"] += now - cost["since"]
+        if cost["checking"] <= cost["running"] + CHECK_ALLOWANCE_S or fraction >= 1.0:
+            _check(epochs[0])
+            cost["checking"] += time.perf_counter() - now
+        cost["since"] = time.perf_counter()
+
+    def _check(epoch: int) -> None:
         try:
             check_books(sim.st, sim.overhead_q)
         except AssertionError as exc:
             raise AssertionError(
                 f"policy {policy.name!r}, scenario {scenario.name!r}: the engine's books do not balance after "
-                f"epoch {epochs[0]}: {exc}. A policy cannot touch engine state, so this is an engine bug: "
+                f"epoch {epoch}: {exc}. A policy cannot touch engine state, so this is an engine bug: "
                 "please report it with this scenario") from exc
 
     started = time.perf_counter()
@@ -471,5 +497,5 @@ __all__ = [
     "CONTRACT_CHECKS", "CheckedRun", "ContractCase", "ContractCheck", "ContractViolation", "HOOK_SECONDS", "RUN_SECONDS", "SCENARIOS",
     "check_deterministic", "check_identity", "check_parameter_schema", "check_parameters_have_defaults",
     "check_policy", "check_select_victims", "check_trust", "check_unknown_parameter_rejected",
-    "contract_test_cases", "policy_hooks", "run_checked",
+    "contract_test_cases", "load_scenario", "policy_hooks", "run_checked",
 ]

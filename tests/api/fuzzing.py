@@ -173,7 +173,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     """The statuses random input seldom or never reaches (conflicts, ETags, replays, a broker or a
     trace store failing, a missing token or role), each asked for once on the seeded application;
     every response is checked against the schema like the generated ones."""
-    from sqlalchemy import delete
+    from sqlalchemy import update
     from sqlalchemy.exc import IntegrityError
 
     from service.models import PluginRegistration
@@ -236,13 +236,18 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     request("POST", f"{runs}/cancel", "/api/v1/runs/4/cancel", 202)
 
     plugins = "/api/v1/plugins"
-    if client.get(f"{plugins}/kvm").status_code == 200:     # the registry was brought up to date: forget one
-        with db.session_scope(app.extensions["vmemlab"].settings.database_url) as session:
-            session.execute(delete(PluginRegistration).where(PluginRegistration.name == "kvm"))
+    client.get(plugins)                                     # the registry brought up to date
+    with db.session_scope(app.extensions["vmemlab"].settings.database_url) as session:
+        # kvm as if never approved (a new registration: 201), and a registration whose plugin is gone
+        session.execute(update(PluginRegistration).where(PluginRegistration.name == "kvm")
+                        .values(enabled=False, approved_version=None))
+        session.add(PluginRegistration(name="gone-policy", version="1.0", entry_point="gone:Gone", enabled=True,
+                                       approved_version="1.0"))
     request("POST", plugins, plugins, 201, json={"name": "kvm"})
     request("POST", plugins, plugins, 200, json={"name": "kvm", "enabled": True})
     request("PATCH", f"{plugins}/{{name}}", f"{plugins}/kvm", 200, json={"enabled": False})
     request("PATCH", f"{plugins}/{{name}}", f"{plugins}/no-such-policy", 404, json={"enabled": False})
+    request("PATCH", f"{plugins}/{{name}}", f"{plugins}/gone-policy", 422, json={"enabled": True})
     request("GET", f"{plugins}/{{name}}", f"{plugins}/kvm", 200)
     request("GET", f"{plugins}/{{name}}", f"{plugins}/no-such-policy", 404)
 

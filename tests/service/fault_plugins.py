@@ -76,4 +76,17 @@ class Stuck(_Base):
         return Decisions()
 
 
-ENTRY_POINTS = {cls.name: cls.__name__ for cls in (Raises, Nonsense, Hangs, Sleeps, Stuck)}
+class FlipsTrust(_Base):
+    """Does not trust the guest, then says on its class that it does (at the second epoch)."""
+
+    name = "fault-trust"
+
+    def on_epoch(self, host):
+        if any(vm.guest is not None for vm in host.vms):
+            raise AssertionError("a guest report reached a policy that does not trust the guest")
+        if host.epoch >= 1:
+            type(self).trusts_guest = True
+        return Decisions()
+
+
+ENTRY_POINTS = {cls.name: cls.__name__ for cls in (Raises, Nonsense, Hangs, Sleeps, Stuck, FlipsTrust)}

@@ -8,8 +8,8 @@ import gzip
 import pytest
 from sqlalchemy import func, select
 
-from service import db
-from service.catalog import TraceUploadError, store_trace, sync_plugins, validate_host_spec
+from service import db, registry
+from service.catalog import TraceUploadError, store_trace, validate_host_spec
 from service.experiments import IdempotencyConflict, create_experiment
 from service.models import Experiment, Host, PluginRegistration, Run, Trace, VMTemplate
 from service.policies import load_policy
@@ -88,13 +88,13 @@ def test_no_policy_means_the_static_baseline(settings):
 
 def test_a_policy_disabled_in_the_registry_is_refused(settings):
     with db.session_scope() as s:
-        rows = sync_plugins(s)
+        rows = registry.sync(s, "builtin")
         assert {"static", "esx", "kvm"} <= {r.name for r in rows}
         s.scalar(select(PluginRegistration).where(PluginRegistration.name == "kvm")).enabled = False
     errors = _errors(tiny(policies=("static", "kvm")))
     assert "disabled" in errors["policies[1].name"][0]
     with db.session_scope() as s:          # a re-sync keeps the administrator's choice
-        sync_plugins(s)
+        registry.sync(s, "builtin")
         assert not s.scalar(select(PluginRegistration).where(PluginRegistration.name == "kvm")).enabled
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional
 import pytest
 from sqlalchemy import create_engine, event, func, select, text
 
-from service import db, tasks
+from service import db, registry, tasks
 from service.celery_app import create_celery
 from service.engine import PolicyError, simulate
 from service.experiments import create_experiment
@@ -241,7 +241,7 @@ def test_without_a_limit_a_slow_hook_is_waited_for():
 
 
 def test_the_run_task_applies_the_plugin_time_limit(settings, installed_plugins):
-    use_settings(dataclasses.replace(settings, plugin_time_limit_s=0.3))
+    use_settings(dataclasses.replace(settings, plugin_time_limit_s=0.3, plugins_auto_enable="all"))
     ids = _submit(tiny(policies=("fault-hangs", "static")))
     assert [tasks.run_simulation(i) for i in ids] == ["failed", "succeeded"]
     hung, good = _runs(ids)
@@ -266,15 +266,17 @@ def test_bad_plugins_fail_their_runs_and_the_worker_goes_on(installed_plugins, t
     good one succeeds, and the worker serves them all."""
     env = _environment(VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2",
                        VMEMLAB_STALE_HEARTBEATS="50", VMEMLAB_PLUGIN_TIME_LIMIT_S="1",
-                       VMEMLAB_RUN_TIME_LIMIT_S="4",
+                       VMEMLAB_RUN_TIME_LIMIT_S="4", VMEMLAB_PLUGINS_AUTO_ENABLE="all",
                        PYTHONPATH=f"{installed_plugins}:{_environment().get('PYTHONPATH', '')}".rstrip(":"))
     settings = Settings.from_env(env)
     db.upgrade(settings.database_url)
     use_settings(settings)
+    with db.session_scope(settings.database_url) as session:   # the trust levels the registry records
+        registry.sync(session, settings.plugins_auto_enable)
     workers = Workers(env, tmp_path)
     try:
         order = ("fault-raises", "fault-hangs", "static", "fault-nonsense", "fault-sleeps", "overcommit",
-                 "fault-stuck")
+                 "fault-trust", "fault-stuck")
         ids = _submit(tiny(policies=order))
         enqueue(ids, app=create_celery(settings))
         main = workers.start("w1")
@@ -300,7 +302,10 @@ def test_bad_plugins_fail_their_runs_and_the_worker_goes_on(installed_plugins, t
         assert stuck.error.startswith("policy 'fault-stuck' 1.0: the run exceeded the hard time limit of 6 s "
                                       "on worker w1@"), logs
         assert stuck.error.endswith("whose process was killed")
-        for name in ("fault-raises", "fault-hangs", "fault-nonsense", "fault-sleeps", "fault-stuck"):
+        assert runs["fault-trust"].error == (
+            "policy 'fault-trust': on_epoch() changed trusts_guest (class True, instance True); a policy's trust level "
+            "is fixed when it is loaded (here False) and cannot be changed by the plugin (plugin fault-trust 1.0)")
+        for name in ("fault-raises", "fault-hangs", "fault-nonsense", "fault-sleeps", "fault-trust", "fault-stuck"):
             assert runs[name].status == "failed", (name, logs)
         assert runs["static"].status == runs["overcommit"].status == "succeeded", logs
         (last,) = _runs([after])

@@ -1,0 +1,223 @@
+"""The ``vmemlab`` command line: simulate a scenario under one or more policies, compute miss
+counts of a recorded trace, list installed policies; and run the service: migrate its database
+(``db upgrade``), serve the API (``serve``), run a Celery worker (``worker``), both together on
+one machine (``up``), and submit a scenario to a running service over HTTP (``submit``).
+
+User mistakes (a bad scenario, an unknown policy, a malformed trace, a missing file) are printed
+as ``error: ...`` lines on stderr with exit status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+from ..engine import ScenarioError
+from ..engine.config import REPLACEMENTS
+from ..engine.traces import TraceError
+from ..policies import BrokenPolicyError, UnknownPolicyError
+from ..scenario import ScenarioValidationError
+from ..sdk import PolicyParameterError
+from ..settings import SettingsError
+from .admin import command_db_upgrade, command_tokens_create, command_tokens_list, command_tokens_revoke
+from .common import EXIT_USAGE, LOG_LEVELS, UsageError, _parameter_problems, _port, _positive_int
+from .mrc import command_mrc, frames_for, parse_frames
+from .plugins import command_plugins, command_plugins_new
+from .serve import command_serve, command_up, command_worker
+from .simulate import ProgressLine, command_simulate, format_simulation
+from .submit import command_submit
+
+__all__ = ["ProgressLine", "build_parser", "format_simulation", "frames_for", "main", "parse_frames"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmemlab", description="Simulate virtualization-host memory policies page by page.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sim = commands.add_parser(
+        "simulate", help="run a scenario under one or more policies and compare them",
+        description="Run a scenario under each policy and print a comparison. Policies come from "
+                    "--policy (which replaces the scenario's list and its parameters), else from the "
+                    "scenario's \"policies\", else the static baseline.")
+    sim.add_argument("scenario", metavar="SCENARIO.json")
+    sim.add_argument("--policy", action="append", metavar="NAME", help="policy to run; repeat to compare several")
+    sim.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
+                     help="set a policy parameter (VALUE is read as JSON if it parses, else as a string)")
+    sim.add_argument("--json", action="store_true", help="print the run summaries as a JSON list")
+    sim.add_argument("--series", action="store_true",
+                     help="with --json: add each run's per-epoch series and events (as the API serves them)")
+    sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sim.set_defaults(run=command_simulate)
+
+    mrc = commands.add_parser(
+        "mrc", help="miss counts of a recorded trace under a replacement policy",
+        description="Replay a page-reference trace (text, gzip text or .npy) through a cache of N "
+                    "frames, starting empty, and count misses, cold misses included.")
+    mrc.add_argument("trace", metavar="TRACE")
+    mrc.add_argument("--replacement", required=True, choices=REPLACEMENTS)
+    mrc.add_argument("--frames", required=True, metavar="N[,N...]",
+                     help="cache sizes in frames, or percentages of the trace's distinct pages (1%%,5%%)")
+    mrc.add_argument("--json", action="store_true")
+    mrc.set_defaults(run=command_mrc)
+
+    plugins = commands.add_parser("plugins", help="list installed policies and their parameters; "
+                                                  "'plugins new NAME' starts a new one")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(run=command_plugins)
+    plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="ACTION")
+    new = plugin_commands.add_parser(
+        "new", help="write a new policy distribution (pyproject with the entry point, policy, contract tests)",
+        description="Write the distribution vmemlab-NAME, laid out like examples/third-party-policy: its "
+                    "contract tests pass as generated.")
+    new.add_argument("name", metavar="NAME", help="the policy's name: letters, digits, '-' and '_'")
+    new.add_argument("--dir", default=".", help="where to create the folder vmemlab-NAME (default: here)")
+    new.set_defaults(run=command_plugins_new)
+
+    add_service_commands(commands)
+    return parser
+
+
+def add_service_commands(commands: Any) -> None:
+    from ..client import DEFAULT_URL
+
+    dbp = commands.add_parser("db", help="database maintenance (migrations)",
+                              description="Maintain the database named by DATABASE_URL (default: SQLite "
+                                          "in VMEMLAB_DATA_DIR).")
+    db_commands = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="migrate the database to the latest revision (Alembic head)")
+    upgrade.set_defaults(run=command_db_upgrade)
+
+    tokens = commands.add_parser(
+        "tokens", help="API tokens: create, list, revoke",
+        description="Bearer tokens of the API, in the database named by DATABASE_URL. Writes need a token "
+                    "(role write or admin); registering, enabling and disabling plugins needs role admin. "
+                    "Only a hash is stored: a token is shown once, when it is created.")
+    token_commands = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    create = token_commands.add_parser("create", help="create a token and print it (only now) on stdout")
+    create.add_argument("--name", required=True, help="who or what uses it, e.g. alice or ci")
+    create.add_argument("--role", choices=("write", "admin"), default="write",
+                        help="write (default): experiments, hosts, templates, traces, runs; admin: also plugins")
+    create.set_defaults(run=command_tokens_create)
+    listing = token_commands.add_parser("list", help="list tokens (their first characters, never the whole token)")
+    listing.add_argument("--all", action="store_true", help="revoked ones too")
+    listing.set_defaults(run=command_tokens_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token for good")
+    revoke.add_argument("token", metavar="ID|NAME|PREFIX|TOKEN", help="the token's id, name, listed prefix, or itself")
+    revoke.set_defaults(run=command_tokens_revoke)
+
+    def web_options(p: argparse.ArgumentParser, loglevel: str) -> None:
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
+                                                           "0.0.0.0 for every interface)")
+        p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+        p.add_argument("--workers", type=_positive_int, default=None,
+                       help="API worker processes (default: 2 per core, 2 to 8)")
+        p.add_argument("--threads", type=_positive_int, default=4, help="threads per API worker process (default 4)")
+        p.add_argument("--loglevel", default=loglevel, type=str.lower, choices=LOG_LEVELS,
+                       help=f"log level (default {loglevel})")
+
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API (gunicorn), after migrating the database",
+        description="Migrate the database to the latest revision, then serve the API with gunicorn "
+                    "(gthread workers). Stop with SIGTERM or Ctrl-C.")
+    web_options(serve, "info")
+    serve.add_argument("--no-upgrade", action="store_true", help="do not migrate the database first")
+    serve.add_argument("--access-log", action="store_true", help="log every request on stdout")
+    serve.set_defaults(run=command_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker that simulates queued runs",
+        description="Run a Celery worker for service.celery_app (the broker is REDIS_URL, else the "
+                    "embedded SQLite broker in VMEMLAB_DATA_DIR). It replaces this process.")
+    worker.add_argument("--concurrency", type=_positive_int, default=None,
+                        help="simulations at once, one process each (default: one per core)")
+    worker.add_argument("--loglevel", default="info", type=str.lower, choices=LOG_LEVELS)
+    worker.add_argument("--hostname", default=None, help="Celery node name, e.g. sim1@%%h (default celery@%%h)")
+    worker.add_argument("--queues", default=None, help="queues to consume, comma-separated (default: VMEMLAB_QUEUE)")
+    worker.add_argument("--quiet", action="store_true", help="no start-up banner")
+    worker.set_defaults(run=command_worker)
+
+    up = commands.add_parser(
+        "up", help="the whole service on this machine: migrate, start the API and a worker",
+        description="Migrate the database, start the API and a Celery worker as child processes, "
+                    "print their URLs, optionally submit scenarios and print their comparison, and "
+                    "serve until stopped (Ctrl-C or SIGTERM stops both). With no configuration it "
+                    "uses SQLite and an embedded broker in VMEMLAB_DATA_DIR (default ./var).")
+    web_options(up, "warning")
+    up.add_argument("--concurrency", type=_positive_int, default=None,
+                    help="the worker's simulations at once (default: one per core)")
+    up.add_argument("--submit", action="append", metavar="SCENARIO.json",
+                    help="once the service answers, submit this scenario, wait for its runs and print "
+                         "the comparison; repeat for several")
+    up.add_argument("--policy", action="append", metavar="NAME",
+                    help="with --submit: policy to run instead of the scenario's list; repeat for several")
+    up.add_argument("--param", action="append", metavar="NAME.KEY=VALUE", help="with --submit: set a policy parameter")
+    up.add_argument("--quiet", action="store_true", help="no run progress on stderr")
+    up.add_argument("--start-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
+    up.add_argument("--exit-status", action="store_true", help=argparse.SUPPRESS)
+    up.set_defaults(run=command_up)
+
+    submit = commands.add_parser(
+        "submit", help="submit a scenario to a running service over HTTP",
+        description="POST a scenario to the API as an experiment (one run per policy). With --wait, "
+                    "show the runs' progress, then print their comparison; always prints the report URL.")
+    submit.add_argument("scenario", metavar="SCENARIO.json")
+    submit.add_argument("--url", default=os.environ.get("VMEMLAB_URL") or DEFAULT_URL,
+                        help=f"the service (default $VMEMLAB_URL or {DEFAULT_URL})")
+    submit.add_argument("--token", default=os.environ.get("VMEMLAB_TOKEN"),
+                        help="bearer token (default $VMEMLAB_TOKEN; vmemlab tokens create makes one)")
+    submit.add_argument("--policy", action="append", metavar="NAME",
+                        help="policy to run instead of the scenario's list; repeat to compare several")
+    submit.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
+                        help="set a policy parameter (VALUE is read as JSON if it parses)")
+    submit.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
+    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --wait: give up waiting after this long (the runs go on)")
+    submit.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
+    submit.add_argument("--json", action="store_true", help="with --wait: print the run summaries as JSON")
+    submit.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    submit.set_defaults(run=command_submit)
+
+
+# ScenarioError and TraceError can also come from inside a run (a scenario built past the schema,
+# a trace file that changed since the scenario was checked): still the user's input, no traceback.
+USER_ERRORS = (UsageError, ScenarioValidationError, ScenarioError, TraceError, UnknownPolicyError,
+               BrokenPolicyError, PolicyParameterError, SettingsError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:          # --help, or argparse's own usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from ..client import APIError
+
+    try:
+        return args.run(args, sys.stdout, sys.stderr)
+    except USER_ERRORS as exc:
+        for line in _error_lines(exc):
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except APIError as exc:            # the server's answer: 4xx is the request's mistake
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE if exc.client_error else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _error_lines(exc: Exception) -> list[str]:
+    if isinstance(exc, UsageError):
+        return exc.lines
+    if isinstance(exc, ScenarioValidationError):
+        return exc.lines()
+    if isinstance(exc, PolicyParameterError):
+        return _parameter_problems(exc)
+    return str(exc).splitlines() or [type(exc).__name__]
+

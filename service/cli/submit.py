@@ -1,0 +1,221 @@
+"""``vmemlab submit``: a scenario posted to a running service over HTTP, its runs followed, their comparison printed."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from ..client import FINISHED as FINISHED_STATUSES
+from .common import UsageError
+from .simulate import choose_policies, format_simulation, parse_param_overrides
+
+
+def _read_document(path: str) -> dict:
+    """The JSON of a scenario file, with the file-level mistakes as ``error:`` lines; the server
+    validates the rest (it also knows the stored hosts, templates and traces a document names)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(document, dict):
+        raise UsageError(f"{path}: a scenario must be a JSON object")
+    return document
+
+
+def _submission(path: str, cli_policies: Sequence[str], params: Sequence[str]) -> dict:
+    """The document to POST: the file, with its policies replaced by ``--policy`` (and their
+    parameters set by ``--param``) when given."""
+    document = _read_document(path)
+    overrides = parse_param_overrides(params)
+    if cli_policies or overrides:
+        listed = document.get("policies") if isinstance(document.get("policies"), list) else []
+        listed = [p for p in listed if isinstance(p, dict) and "name" in p]
+        document["policies"] = choose_policies(cli_policies, listed, overrides)
+    return document
+
+
+def command_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ..client import Client
+
+    document = _submission(args.scenario, args.policy or [], args.param or [])
+    try:
+        client = Client(args.url, token=args.token)
+    except ValueError as exc:
+        raise UsageError(f"--url: {exc}") from None
+    try:
+        return submit_document(client, document, out, err, wait=args.wait, quiet=args.quiet,
+                               timeout_s=args.timeout, json_output=args.json, poll_s=args.poll)
+    except KeyboardInterrupt:
+        err.write("\nstopped waiting; the runs go on on the server\n")
+        return 130
+
+
+def submit_document(client: Any, document: dict, out: TextIO, err: TextIO, *, wait: bool,
+                    quiet: bool = False, timeout_s: float | None = None, json_output: bool = False,
+                    poll_s: float = 0.5, should_stop: Callable[[], bool] | None = None) -> int:
+    """POST the document as an experiment; with ``wait``, follow its runs to the end and print
+    the comparison of their summaries. 0 if every run succeeded (or not waiting), 1 if not."""
+    experiment = client.create_experiment(document)
+    from ..client import run_ids
+
+    experiment_id = int(experiment["id"])
+    runs = experiment.get("runs") or []
+    ids = run_ids(experiment)
+    names = {int(r["id"]): _run_policy(r) for r in runs if isinstance(r, dict)}
+    report = client.report_url(experiment_id)
+    listing = ", ".join(f"{names.get(i, '?')} (run {i})" for i in ids)
+    out.write(f"experiment {experiment_id}: {len(ids)} run{'s' if len(ids) != 1 else ''}: {listing}\n")
+    out.flush()
+    if not wait:
+        out.write(f"report: {report}\n")
+        return 0
+
+    progress = RunsProgress(ids, names, err, enabled=not quiet)
+    final: dict[int, dict] = {}
+    started = time.monotonic()
+    while len(final) < len(ids):
+        for run_id in ids:
+            if run_id in final:
+                continue
+            run = client.run(run_id)
+            names.setdefault(run_id, _run_policy(run))
+            progress.update(run_id, run)
+            if run.get("status") in FINISHED_STATUSES:
+                final[run_id] = run
+        if len(final) == len(ids):
+            break
+        if should_stop is not None and should_stop():
+            progress.end()
+            err.write(f"stopped waiting for experiment {experiment_id}; report: {report}\n")
+            return 1
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            progress.end()
+            err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
+            return 1
+        time.sleep(poll_s)
+    progress.end()
+    if not quiet:
+        err.write(f"{len(ids)} run{'s' if len(ids) != 1 else ''} finished {time.monotonic() - started:.1f} s "
+                  "after the submission\n")
+        err.flush()
+
+    ordered = [final[i] for i in ids]
+    summaries = [r["summary"] for r in ordered if r.get("status") == "succeeded" and r.get("summary")]
+    if json_output:
+        out.write(json.dumps(summaries, indent=2) + "\n")
+    elif summaries:
+        out.write("\n" + format_simulation(summaries, _title(document, experiment)))
+    problems = [r for r in ordered if r.get("status") != "succeeded"]
+    for run in problems:
+        reason = run.get("error") or run.get("status")
+        err.write(f"error: run {run.get('id')} ({names.get(int(run.get('id', 0)), '?')}) {run.get('status')}: {reason}\n")
+    out.write(f"\nreport: {report}\n")
+    out.flush()
+    return 1 if problems else 0
+
+
+def _run_policy(run: dict) -> str:
+    policy = run.get("policy", run.get("policy_name"))
+    if isinstance(policy, dict):
+        policy = policy.get("name")
+    return str(policy) if policy else "?"
+
+
+def _title(document: dict, experiment: dict) -> str | None:
+    """``Scenario 'seed': 2 VMs on a 6,144 MB host, 120 s simulated, seed 42`` from what the
+    server stored (its snapshot), else from the document."""
+    snapshot = experiment.get("scenario") if isinstance(experiment.get("scenario"), dict) else document
+    name = experiment.get("name") or snapshot.get("name") or document.get("name")
+    vms = snapshot.get("vms") if isinstance(snapshot.get("vms"), list) else document.get("vms") or []
+    host = snapshot.get("host") if isinstance(snapshot.get("host"), dict) else {}
+    parts = [f"{len(vms)} VM{'s' if len(vms) != 1 else ''}" + (f" on a {host['memory_mb']:,} MB host"
+                                                               if isinstance(host.get("memory_mb"), int) else "")]
+    duration = experiment.get("duration_s", snapshot.get("duration_s"))
+    if isinstance(duration, (int, float)):
+        parts.append(f"{duration:g} s simulated")
+    seed = experiment.get("seed", snapshot.get("seed"))
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return f"Scenario {name!r}: " + ", ".join(parts) + f" (experiment {experiment.get('id')})"
+
+
+class RunsProgress:
+    """The progress of several runs on stderr: one line rewritten in place on a terminal
+    (``[static done] [esx  42%] [kvm queued]``); on a pipe, a line per run at each 10% and when
+    it finishes."""
+
+    def __init__(self, ids: Sequence[int], names: dict[int, str], stream: TextIO, enabled: bool = True):
+        self.ids, self.names, self.stream, self.enabled = list(ids), names, stream, enabled
+        self.state: dict[int, tuple[str, int]] = {i: ("queued", 0) for i in ids}
+        self.shown: dict[int, tuple[str, int]] = {}
+        self.started: dict[int, float] = {}
+        isatty = getattr(stream, "isatty", None)
+        self.interactive = bool(isatty and isatty())
+        self.dirty = False
+
+    def update(self, run_id: int, run: dict) -> None:
+        status = str(run.get("status") or "?")
+        try:
+            percent = int(min(max(float(run.get("progress") or 0.0), 0.0), 1.0) * 100)
+        except (TypeError, ValueError):
+            percent = 0
+        if status == "running":
+            self.started.setdefault(run_id, time.monotonic())
+        self.state[run_id] = (status, percent)
+        if not self.enabled:
+            return
+        if self.interactive:
+            cells = [self._cell(i) for i in self.ids]
+            self.stream.write("\r" + " ".join(cells) + "\x1b[K")
+            self.stream.flush()
+            self.dirty = True
+            return
+        before = self.shown.get(run_id)
+        label = self.names.get(run_id, str(run_id))
+        if status in FINISHED_STATUSES:
+            if before is None or before[0] != status:
+                took = self._took(run_id, run)
+                self.stream.write(f"[{label}] {status}{took}\n")
+        elif status == "running":
+            if before is None or before[0] != "running" or percent >= before[1] + 10:
+                self.stream.write(f"[{label}] {percent:3d}%\n")
+            else:
+                return
+        elif before is None or before[0] != status:
+            self.stream.write(f"[{label}] {status}\n")
+        else:
+            return
+        self.shown[run_id] = (status, percent)
+        self.stream.flush()
+
+    def _cell(self, run_id: int) -> str:
+        status, percent = self.state[run_id]
+        label = self.names.get(run_id, str(run_id))
+        if status == "running":
+            return f"[{label} {percent:3d}%]"
+        if status == "succeeded":
+            return f"[{label} done]"
+        return f"[{label} {status}]"
+
+    def _took(self, run_id: int, run: dict) -> str:
+        wall = run.get("wall_s")
+        if isinstance(wall, (int, float)):
+            return f" in {wall:.1f} s"
+        if run_id in self.started:
+            return f" in {time.monotonic() - self.started[run_id]:.1f} s"
+        return ""
+
+    def end(self) -> None:
+        if self.enabled and self.interactive and self.dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.dirty = False
