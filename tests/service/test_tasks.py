@@ -92,8 +92,8 @@ def test_a_worker_with_another_plugin_version_refuses_the_run(settings):
     assert execute_run(run_id, worker="w1") == "failed"
     run = _run(run_id)
     assert run.status == "failed"
-    assert run.error == f"worker w1 has plugin static version {StaticPolicy.version}, run needs 0.9; "
-                         "restart the workers after installing another version of a plugin"
+    assert run.error == (f"worker w1 has plugin static version {StaticPolicy.version}, run needs 0.9; "
+                         "restart the workers after installing another version of a plugin")
     assert run.summary is None and run.slowdown is None and _series_rows(run_id) == 0
 
 
