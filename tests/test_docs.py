@@ -138,3 +138,18 @@ def test_relative_links_point_at_files_that_exist():
     assert links
     missing = [link for link in links if not (DOC.parent / link.split("#")[0]).exists()]
     assert not missing, f"docs/plugins.md links to missing files: {missing}"
+
+
+def test_every_registry_status_and_setting_is_documented():
+    """The registry's statuses and VMEMLAB_PLUGINS_AUTO_ENABLE's choices, in the plugin guide's
+    registration section and in the API's plugin schema, as the code has them."""
+    from service.api.schemas.plugins import PluginSchema
+    from service.registry import AUTO_ENABLE, STATUSES
+
+    section = "\n".join(body for heading, body in SECTIONS.items() if "Registering on a running service" in heading)
+    documented = _identifiers(section)
+    assert [s for s in STATUSES if s not in documented] == []
+    assert [c for c in AUTO_ENABLE if c not in documented] == []
+    assert "VMEMLAB_PLUGINS_AUTO_ENABLE" in documented
+    described = PluginSchema().fields["status"].metadata["description"]
+    assert [s for s in STATUSES if s not in described] == []

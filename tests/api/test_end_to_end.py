@@ -188,3 +188,58 @@ def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path)
         ours = list(client.scan_iter(match=f"*{queue}*"))
         if ours:
             client.delete(*ours)
+
+
+def test_hostile_plugins_on_the_full_stack(postgres_migrated: str, tmp_path: Path, hostile: Path):
+    """Third-party plugins registered over HTTP and run by a real worker on PostgreSQL and Redis:
+    a trust flip and a raising hook each fail their own run, naming the plugin; the static run
+    beside them succeeds; a raising constructor is the submission's 422; a plugin whose import
+    changes another is listed broken and cannot be registered."""
+    require_redis(REDIS_URL)
+    import redis
+    queue = f"vmemlab-api-test-{secrets.token_hex(4)}"
+    env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=REDIS_URL, VMEMLAB_QUEUE=queue,
+                       VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2",
+                       PYTHONPATH=f"{hostile}:{_environment().get('PYTHONPATH', '')}".rstrip(":"))
+    settings = Settings.from_env(env)
+    truncate_all(postgres_migrated)
+    workers = Workers(env, tmp_path)
+    try:
+        with _serve(settings) as http:
+            listed = {p["name"]: p for p in http.json("GET", "/api/v1/plugins", 200)}
+            assert listed["hostile-class-trust"]["status"] == "available"
+            assert listed["hostile-import"]["status"] == "broken"
+            assert "importing it changed trusts_guest" in listed["hostile-import"]["reason"]
+            status, _, raw = http.call("POST", "/api/v1/plugins", {"name": "hostile-import"})
+            assert status == 422 and b"does not load" in raw
+            for name in ("hostile-class-trust", "hostile-hook-raises", "hostile-ctor-raises"):
+                assert http.json("POST", "/api/v1/plugins", 201, {"name": name})["status"] == "enabled"
+
+            status, _, raw = http.call("POST", "/api/v1/experiments", experiment(policies=("static", "hostile-ctor-raises")))
+            assert status == 422 and b"hostile-ctor-raises' 1.0 (vmemlab-hostile) cannot be created" in raw
+
+            workers.start("hostile1")
+            created = http.json("POST", "/api/v1/experiments", 201,
+                                experiment(policies=("static", "hostile-class-trust", "hostile-hook-raises")))
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                runs = http.json("GET", f"/api/v1/experiments/{created['id']}", 200)["runs"]
+                if all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs):
+                    break
+                time.sleep(0.5)
+            by_policy = {r["policy_name"]: r for r in runs}
+            assert by_policy["static"]["status"] == "succeeded", workers.output()
+            flip = by_policy["hostile-class-trust"]
+            assert flip["status"] == "failed" and flip["error"].startswith(
+                "policy 'hostile-class-trust': setup() changed trusts_guest"), flip
+            raised = by_policy["hostile-hook-raises"]
+            assert raised["status"] == "failed" and "policy 'hostile-hook-raises' 1.0 raised KeyError" in raised["error"]
+            runs_by_version = http.json("GET", "/api/v1/plugins/hostile-class-trust", 200)["runs_by_version"]
+            assert [(r["version"], r["runs"]) for r in runs_by_version] == [("1.0", 1)]
+    finally:
+        workers.stop_all()
+        db.dispose_engines()
+        client = redis.Redis.from_url(REDIS_URL)
+        ours = list(client.scan_iter(match=f"*{queue}*"))
+        if ours:
+            client.delete(*ours)
