@@ -38,3 +38,18 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for name in (HOSTILE_MODULE, "vmemlab_hostile_import"):
         sys.modules.pop(name, None)
     policies._tainted.pop("hostile-import", None)
+
+
+@pytest.fixture
+def with_broken_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed entry point ``broken-one`` whose module does not exist."""
+    from importlib.metadata import EntryPoint
+
+    real = policies.entry_points_by_name
+
+    def entry_points():
+        eps = dict(real())
+        eps["broken-one"] = EntryPoint(name="broken-one", value="no_such_module_xyz:Policy", group=policies.GROUP)
+        return eps
+
+    monkeypatch.setattr(policies, "entry_points_by_name", entry_points)

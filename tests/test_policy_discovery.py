@@ -1,24 +1,10 @@
 """Discovery survives a broken third-party package: it is reported, the others still list."""
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
-
 import pytest
 
 from service import policies
 from service.cli import main
-
-
-@pytest.fixture
-def with_broken_plugin(monkeypatch):
-    real = policies.entry_points_by_name
-
-    def entry_points():
-        eps = dict(real())
-        eps["broken-one"] = EntryPoint(name="broken-one", value="no_such_module_xyz:Policy", group=policies.GROUP)
-        return eps
-
-    monkeypatch.setattr(policies, "entry_points_by_name", entry_points)
 
 
 def test_a_broken_plugin_is_reported_not_fatal(with_broken_plugin, capsys):

@@ -168,19 +168,22 @@ def test_embedded_default(tmp_path: Path):
         db.dispose_engines()
 
 
-def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path):
+@contextmanager
+def _full_stack(postgres_migrated: str, tmp_path: Path, **env_changes: str) -> Iterator[tuple[Http, Workers]]:
+    """The API on PostgreSQL and Redis (a queue of its own), served over HTTP, and a Workers
+    pool for the test to start; everything the test queued is removed from Redis afterwards."""
     require_redis(REDIS_URL)
     import redis
     queue = f"vmemlab-api-test-{secrets.token_hex(4)}"
     env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=REDIS_URL, VMEMLAB_QUEUE=queue,
-                       VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2")
+                       VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2", **env_changes)
     settings = Settings.from_env(env)
     assert not settings.embedded_broker
     truncate_all(postgres_migrated)
     workers = Workers(env, tmp_path)
     try:
         with _serve(settings) as http:
-            user_path(http, workers, full_stack=True)
+            yield http, workers
     finally:
         workers.stop_all()
         db.dispose_engines()
@@ -188,6 +191,11 @@ def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path)
         ours = list(client.scan_iter(match=f"*{queue}*"))
         if ours:
             client.delete(*ours)
+
+
+def test_full_stack_postgresql_and_redis(postgres_migrated: str, tmp_path: Path):
+    with _full_stack(postgres_migrated, tmp_path) as (http, workers):
+        user_path(http, workers, full_stack=True)
 
 
 def test_hostile_plugins_on_the_full_stack(postgres_migrated: str, tmp_path: Path, hostile: Path):
@@ -195,51 +203,35 @@ def test_hostile_plugins_on_the_full_stack(postgres_migrated: str, tmp_path: Pat
     a trust flip and a raising hook each fail their own run, naming the plugin; the static run
     beside them succeeds; a raising constructor is the submission's 422; a plugin whose import
     changes another is listed broken and cannot be registered."""
-    require_redis(REDIS_URL)
-    import redis
-    queue = f"vmemlab-api-test-{secrets.token_hex(4)}"
-    env = _environment(DATABASE_URL=postgres_migrated, REDIS_URL=REDIS_URL, VMEMLAB_QUEUE=queue,
-                       VMEMLAB_DATA_DIR=str(tmp_path / "var"), VMEMLAB_HEARTBEAT_S="0.2",
-                       PYTHONPATH=f"{hostile}:{_environment().get('PYTHONPATH', '')}".rstrip(":"))
-    settings = Settings.from_env(env)
-    truncate_all(postgres_migrated)
-    workers = Workers(env, tmp_path)
-    try:
-        with _serve(settings) as http:
-            listed = {p["name"]: p for p in http.json("GET", "/api/v1/plugins", 200)}
-            assert listed["hostile-class-trust"]["status"] == "available"
-            assert listed["hostile-import"]["status"] == "broken"
-            assert "importing it changed trusts_guest" in listed["hostile-import"]["reason"]
-            status, _, raw = http.call("POST", "/api/v1/plugins", {"name": "hostile-import"})
-            assert status == 422 and b"does not load" in raw
-            for name in ("hostile-class-trust", "hostile-hook-raises", "hostile-ctor-raises"):
-                assert http.json("POST", "/api/v1/plugins", 201, {"name": name})["status"] == "enabled"
+    path = f"{hostile}:{_environment().get('PYTHONPATH', '')}".rstrip(":")
+    with _full_stack(postgres_migrated, tmp_path, PYTHONPATH=path) as (http, workers):
+        listed = {p["name"]: p for p in http.json("GET", "/api/v1/plugins", 200)}
+        assert listed["hostile-class-trust"]["status"] == "available"
+        assert listed["hostile-import"]["status"] == "broken"
+        assert "importing it changed trusts_guest" in listed["hostile-import"]["reason"]
+        status, _, raw = http.call("POST", "/api/v1/plugins", {"name": "hostile-import"})
+        assert status == 422 and b"does not load" in raw
+        for name in ("hostile-class-trust", "hostile-hook-raises", "hostile-ctor-raises"):
+            assert http.json("POST", "/api/v1/plugins", 201, {"name": name})["status"] == "enabled"
 
-            status, _, raw = http.call("POST", "/api/v1/experiments", experiment(policies=("static", "hostile-ctor-raises")))
-            assert status == 422 and b"hostile-ctor-raises' 1.0 (vmemlab-hostile) cannot be created" in raw
+        status, _, raw = http.call("POST", "/api/v1/experiments", experiment(policies=("static", "hostile-ctor-raises")))
+        assert status == 422 and b"hostile-ctor-raises' 1.0 (vmemlab-hostile) cannot be created" in raw
 
-            workers.start("hostile1")
-            created = http.json("POST", "/api/v1/experiments", 201,
-                                experiment(policies=("static", "hostile-class-trust", "hostile-hook-raises")))
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                runs = http.json("GET", f"/api/v1/experiments/{created['id']}", 200)["runs"]
-                if all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs):
-                    break
-                time.sleep(0.5)
-            by_policy = {r["policy_name"]: r for r in runs}
-            assert by_policy["static"]["status"] == "succeeded", workers.output()
-            flip = by_policy["hostile-class-trust"]
-            assert flip["status"] == "failed" and flip["error"].startswith(
-                "policy 'hostile-class-trust': setup() changed trusts_guest"), flip
-            raised = by_policy["hostile-hook-raises"]
-            assert raised["status"] == "failed" and "policy 'hostile-hook-raises' 1.0 raised KeyError" in raised["error"]
-            runs_by_version = http.json("GET", "/api/v1/plugins/hostile-class-trust", 200)["runs_by_version"]
-            assert [(r["version"], r["runs"]) for r in runs_by_version] == [("1.0", 1)]
-    finally:
-        workers.stop_all()
-        db.dispose_engines()
-        client = redis.Redis.from_url(REDIS_URL)
-        ours = list(client.scan_iter(match=f"*{queue}*"))
-        if ours:
-            client.delete(*ours)
+        workers.start("hostile1")
+        created = http.json("POST", "/api/v1/experiments", 201,
+                            experiment(policies=("static", "hostile-class-trust", "hostile-hook-raises")))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = http.json("GET", f"/api/v1/experiments/{created['id']}", 200)["runs"]
+            if all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs):
+                break
+            time.sleep(0.5)
+        by_policy = {r["policy_name"]: r for r in runs}
+        assert by_policy["static"]["status"] == "succeeded", workers.output()
+        flip = by_policy["hostile-class-trust"]
+        assert flip["status"] == "failed" and flip["error"].startswith(
+            "policy 'hostile-class-trust': setup() changed trusts_guest"), flip
+        raised = by_policy["hostile-hook-raises"]
+        assert raised["status"] == "failed" and "policy 'hostile-hook-raises' 1.0 raised KeyError" in raised["error"]
+        runs_by_version = http.json("GET", "/api/v1/plugins/hostile-class-trust", 200)["runs_by_version"]
+        assert [(r["version"], r["runs"]) for r in runs_by_version] == [("1.0", 1)]

@@ -93,16 +93,7 @@ def test_the_auto_enable_setting(make_app, setting, fair, esx):
     assert status == (201 if esx == "enabled" else 422)
 
 
-def test_a_broken_plugin_is_listed_with_its_reason_and_cannot_be_registered(api, monkeypatch):
-    real = policies.entry_points_by_name
-
-    def with_broken():
-        from importlib.metadata import EntryPoint
-        eps = dict(real())
-        eps["broken-one"] = EntryPoint(name="broken-one", value="no_such_module_xyz:Policy", group=policies.GROUP)
-        return eps
-
-    monkeypatch.setattr(policies, "entry_points_by_name", with_broken)
+def test_a_broken_plugin_is_listed_with_its_reason_and_cannot_be_registered(api, with_broken_plugin):
     shown = listed(api)["broken-one"]
     assert shown["status"] == "broken" and not shown["enabled"]
     assert "No module named 'no_such_module_xyz'" in shown["reason"] and "restart" in shown["reason"]
