@@ -34,7 +34,7 @@ from .policies import (
     DEFAULT_POLICY, BrokenPolicyError, UnknownPolicyError, entry_points_by_name, load_policy, policy_event_problems,
     restore_declared_trust,
 )
-from .scenario import ROOT, ScenarioValidationError, flatten_errors, load_scenario, scenario_to_dict
+from .scenario import ROOT, ScenarioValidationError, expanded_indexes, flatten_errors, load_scenario, scenario_to_dict
 from .sdk import Policy, PolicyParameterError
 from .settings import Settings, get_settings
 
@@ -96,6 +96,8 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
         doc["policies"] = copy.deepcopy(list(policies))
     host, templates, traces = _resolve_references(session, doc)
     scenario, chosen = load_scenario(doc, base_dir=settings.trace_dir)
+    # a VM entry with count is several VMs of the scenario: its traces are theirs
+    traces = {(k, j): trace for (i, j), trace in traces.items() for k in expanded_indexes(doc, i)}
     check_limits(scenario, settings, lambda i, j: ((traces[i, j].length, traces[i, j].footprint_pages)
                                                    if (i, j) in traces else None))
     if not chosen:

@@ -33,10 +33,11 @@ from .engine.config import (
     DEVICE_PRESETS, EVENT_ACTIONS, PHASE_KINDS, REPLACEMENTS, VM, ContentMix, Costs, Device, Event,
     Host, Phase, PolicyEvent, Scenario, ScenarioError,
 )
+from .scenario_fields import (  # noqa: F401  (ROOT, MAX_MB and flatten_errors are part of this module's API)
+    MAX_MB, ROOT, _Boolean, _device_name, _Float, _fraction, _Integer, _megabytes, _positive, flatten_errors,
+)
 
-ROOT = "(document)"      # the path of a problem that belongs to the document as a whole
 
-MAX_MB = 2**24                      # 16 TB, beyond any real host
 MAX_SECONDS = 30 * 24 * 3600.0      # a month of simulated time
 MAX_DEVICE_US = 10_000_000.0        # 10 s for one page I/O
 MAX_COST_US = 1_000_000.0
@@ -51,44 +52,6 @@ class ScenarioValidationError(ValueError):
 
     def lines(self) -> list[str]:
         return [f"{path}: {message}" for path, messages in self.errors.items() for message in messages]
-
-
-# --- JSON-strict fields: a number written as a string, or 1 for true, is a mistake in a document --
-
-class _Float(fields.Float):
-    def _validated(self, value: Any) -> float:
-        if isinstance(value, str):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
-class _Integer(fields.Integer):
-    def __init__(self, **kwargs: Any):
-        super().__init__(strict=True, **kwargs)
-
-
-class _Boolean(fields.Boolean):
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
-
-
-def _positive(high: float) -> validate.Range:
-    """0 < value <= high"""
-    return validate.Range(min=0, max=high, min_inclusive=False)
-
-
-def _fraction() -> _Float:
-    return _Float(validate=validate.Range(0.0, 1.0))
-
-
-def _megabytes(low: int = 1, **kwargs: Any) -> _Integer:
-    return _Integer(validate=validate.Range(low, MAX_MB), **kwargs)
-
-
-def _device_name(**kwargs: Any) -> fields.String:
-    return fields.String(validate=validate.Length(min=1, max=64), **kwargs)
 
 
 # --- schemas, innermost first ---------------------------------------------------------------
@@ -183,16 +146,37 @@ class VMSchema(Schema):
     balloon_driver = _Boolean()
     workload = fields.Nested(WorkloadSchema)
     events = fields.List(fields.Nested(EventSchema))
+    count = _Integer(validate=validate.Range(1, 100_000), metadata={
+        "description": "replicate this VM: NAME-1..NAME-count, alike but for their random streams"})
+    stagger_s = _Float(validate=validate.Range(0, MAX_SECONDS), metadata={
+        "description": "with count: each copy's events come this much later than the one before"})
 
     @post_load
-    def _build(self, data: dict, **kwargs: Any) -> VM:
+    def _build(self, data: dict, **kwargs: Any) -> tuple[VM, ...]:
+        count = data.pop("count", None)
+        stagger = data.pop("stagger_s", 0.0)
         workload = data.pop("workload", None)
         if workload is not None:
             data["phases"] = tuple(workload["phases"])
             data["repeat"] = workload.get("repeat", _dataclass_default(VM, "repeat"))
         if "events" in data:
             data["events"] = tuple(data["events"])
-        return VM(**data)
+        vm = VM(**data)
+        return (vm,) if count is None else replicate(vm, count, stagger)
+
+
+def expanded_indexes(document: dict, entry: int) -> range:
+    """The indexes in the loaded scenario's vms of the document's VM entry ``entry`` (several
+    with ``count``). For a document that loaded."""
+    start = sum(vm.get("count", 1) for vm in document["vms"][:entry])
+    return range(start, start + document["vms"][entry].get("count", 1))
+
+
+def replicate(vm: VM, count: int, stagger_s: float = 0.0) -> tuple[VM, ...]:
+    """``count`` copies of ``vm`` named NAME-1..NAME-count; copy i's events ``i * stagger_s`` later.
+    The engine gives every VM its own random stream, so the copies differ only by it."""
+    return tuple(dataclasses.replace(vm, name=f"{vm.name}-{i + 1}", events=tuple(
+        dataclasses.replace(ev, at_s=ev.at_s + i * stagger_s) for ev in vm.events)) for i in range(count))
 
 
 class DeviceSchema(Schema):
@@ -311,12 +295,14 @@ def load_scenario(data: Any, base_dir: str | PathLike | None = None) -> tuple[Sc
     except ValidationError as err:
         raise ScenarioValidationError(flatten_errors(err.messages)) from None
     policies = loaded.pop("policies")
-    loaded["vms"] = _resolve_trace_paths(loaded["vms"], base_dir)
+    # each entry of the document's vms is one VM, or several with count: errors name the entry
+    origin = [i for i, entry in enumerate(loaded["vms"]) for _ in entry]
+    loaded["vms"] = _resolve_trace_paths(tuple(vm for entry in loaded["vms"] for vm in entry), base_dir, origin)
     scenario = Scenario(**loaded)
     try:
         scenario.check()
     except ScenarioError as err:
-        raise ScenarioValidationError({_document_path(err.where): [err.message]}) from None
+        raise ScenarioValidationError({_document_path(err.where, origin): [err.message]}) from None
     return scenario, policies
 
 
@@ -361,11 +347,12 @@ def _dataclass_default(cls: type, name: str) -> Any:
     return field.default
 
 
-def _resolve_trace_paths(vms: list[VM], base_dir: str | PathLike | None) -> tuple[VM, ...]:
+def _resolve_trace_paths(vms: tuple[VM, ...], base_dir: str | PathLike | None, origin: list[int]) -> tuple[VM, ...]:
     """Resolve relative trace paths against base_dir and check that every trace file exists."""
     resolved = []
     errors: dict[str, list[str]] = {}
-    for i, vm in enumerate(vms):
+    for k, vm in enumerate(vms):
+        i = origin[k]
         phases = []
         for j, phase in enumerate(vm.phases):
             if phase.trace is not None:
@@ -383,33 +370,11 @@ def _resolve_trace_paths(vms: list[VM], base_dir: str | PathLike | None) -> tupl
 
 
 _PHASES_IN_CONFIG = re.compile(r"^(vms\[\d+\])\.phases\[")
+_VM_INDEX = re.compile(r"^vms\[(\d+)\]")
 
 
-def _document_path(where: str) -> str:
-    """Scenario.check() names fields as the dataclasses have them; the document nests phases
-    under ``workload``."""
+def _document_path(where: str, origin: list[int]) -> str:
+    """Scenario.check() names fields as the dataclasses have them: the document nests phases
+    under ``workload``, and a VM with ``count`` is one entry of the document's vms."""
+    where = _VM_INDEX.sub(lambda m: f"vms[{origin[int(m.group(1))]}]", where)
     return _PHASES_IN_CONFIG.sub(r"\1.workload.phases[", where)
-
-
-def flatten_errors(messages: Any, path: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested error messages to ``{"vms[1].workload.phases[0].kind": [...]}``."""
-    out: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, sub in messages.items():
-            if key == "_schema":
-                sub_path = path
-            elif isinstance(key, int):
-                sub_path = f"{path}[{key}]"
-            else:
-                sub_path = f"{path}.{key}" if path else str(key)
-            for p, msgs in flatten_errors(sub, sub_path).items():
-                out.setdefault(p, []).extend(msgs)
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        out[path or ROOT] = list(messages)
-    elif isinstance(messages, list):
-        for sub in messages:
-            for p, msgs in flatten_errors(sub, path).items():
-                out.setdefault(p, []).extend(msgs)
-    else:
-        out[path or ROOT] = [str(messages)]
-    return out

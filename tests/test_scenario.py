@@ -150,6 +150,30 @@ def test_bad_policy_events_name_the_field(minimal):
     assert "within the run" in problems(minimal)["policy_events[0].at_s"][0]
 
 
+def test_a_vm_with_count_is_replicated(minimal):
+    minimal["vms"][0].update(count=3, stagger_s=5)
+    minimal["vms"].append({"name": "db", "memory_mb": 512})
+    scenario, _ = load_scenario(minimal)
+    assert [vm.name for vm in scenario.vms] == ["a-1", "a-2", "a-3", "db"]
+    assert [vm.events for vm in scenario.vms[:3]] == [(Event(0.0, "start"),), (Event(5.0, "start"),),
+                                                     (Event(10.0, "start"),)]
+    assert scenario.vms[2].phases == scenario.vms[0].phases and scenario.vms[2].memory_mb == 2048
+    again, _ = load_scenario(scenario_to_dict(scenario))           # the snapshot is explicit
+    assert again == scenario
+
+
+def test_problems_of_a_replicated_vm_name_its_entry(minimal):
+    minimal["vms"] = [{"name": "x", "memory_mb": 512},
+                      {**minimal["vms"][0], "count": 2, "os_mb": 4096},
+                      {"name": "a-2", "memory_mb": 512}]
+    found = problems(minimal)
+    assert "vms[1].os_mb" in found
+    minimal["vms"][1]["os_mb"] = 64
+    assert "duplicate VM name 'a-2'" in problems(minimal)["vms[2].name"][0]
+    minimal["vms"][1]["count"] = 0
+    assert "vms[1].count" in problems(minimal)
+
+
 def test_omitted_fields_take_the_dataclass_defaults(minimal):
     scenario, policies = load_scenario(minimal)
     assert scenario.host.costs == Costs() and scenario.host.swap_device == "ssd"
