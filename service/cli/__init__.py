@@ -21,6 +21,7 @@ from ..scenario import ScenarioValidationError
 from ..sdk import PolicyParameterError
 from ..settings import SettingsError
 from .admin import command_db_upgrade, command_tokens_create, command_tokens_list, command_tokens_revoke
+from .capacity import command_capacity
 from .common import EXIT_USAGE, LOG_LEVELS, UsageError, _parameter_problems, _port, _positive_int
 from .mrc import command_mrc, frames_for, parse_frames
 from .plugins import command_plugins, command_plugins_new
@@ -61,6 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cache sizes in frames, or percentages of the trace's distinct pages (1%%,5%%)")
     mrc.add_argument("--json", action="store_true")
     mrc.set_defaults(run=command_mrc)
+
+    capacity = commands.add_parser(
+        "capacity", help="how many copies of one VM fit on the host under each policy, at an SLA",
+        description="For each policy, the most copies of --vm that run with every VM admitted, none blocked "
+                    "past --max-blocked of its time and every VM's slowdown at most --sla; the scenario's "
+                    "other VMs stay. Searches by doubling then bisection, one simulation per probe; the "
+                    "policies run in parallel processes.")
+    capacity.add_argument("scenario", metavar="SCENARIO.json")
+    capacity.add_argument("--vm", required=True, metavar="NAME", help="the VM to replicate (a name in the scenario)")
+    capacity.add_argument("--sla", required=True, type=float, metavar="MAX_SLOWDOWN",
+                          help="the worst slowdown any VM may have, e.g. 1.2")
+    capacity.add_argument("--min-fairness", type=float, default=None, help="also: Jain fairness at least this")
+    capacity.add_argument("--max-blocked", type=float, default=0.05,
+                          help="share of its running time a VM may wait blocked (default 0.05)")
+    capacity.add_argument("--max-count", type=_positive_int, default=256, help="upper bound of the search (default 256)")
+    capacity.add_argument("--policy", action="append", metavar="NAME", help="policy to search; repeat for several")
+    capacity.add_argument("--param", action="append", metavar="NAME.KEY=VALUE", help="set a policy parameter")
+    capacity.add_argument("--jobs", type=_positive_int, default=None, help="parallel processes (default: one per core)")
+    capacity.add_argument("--json", action="store_true", help="the results as JSON, one object per policy")
+    capacity.add_argument("--quiet", action="store_true", help="no probe lines on stderr")
+    capacity.set_defaults(run=command_capacity)
 
     plugins = commands.add_parser("plugins", help="list installed policies and their parameters; "
                                                   "'plugins new NAME' starts a new one")
