@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run compare test bench bench-api load fuzz clean
+.PHONY: setup run compare test bench bench-api bench-capacity fidelity load fuzz clean
 
 $(STAMP): pyproject.toml examples/third-party-policy/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 
 bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
+
+bench-capacity: $(STAMP)
+	$(BIN)/python bench/capacity.py --jobs 2
+
+fidelity: $(STAMP)
+	$(BIN)/python bench/fidelity.py
 
 load: $(STAMP)
 	$(BIN)/python bench/load.py
