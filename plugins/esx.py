@@ -70,16 +70,16 @@ def min_funding_targets(claims: list[Claim], capacity: float, tax: float, step: 
     k = 1.0 / (1.0 - tax)
     alloc = {c.name: min(max(c.demand, c.minimum), c.maximum) for c in claims}
     by_name = {c.name: c for c in claims}
+
+    def rho(n: str) -> float:
+        c = by_name[n]
+        return c.shares / (max(alloc[n], 1e-9) * (c.active + k * (1.0 - c.active)))
+
     excess = sum(alloc.values()) - capacity
     while excess > 1e-9:
         candidates = [n for n in alloc if alloc[n] > by_name[n].minimum + 1e-9]
         if not candidates:
             break
-
-        def rho(n: str) -> float:
-            c = by_name[n]
-            return c.shares / (max(alloc[n], 1e-9) * (c.active + k * (1.0 - c.active)))
-
         victim = min(candidates, key=lambda n: (rho(n), n))
         take = min(step, alloc[victim] - by_name[victim].minimum, excess)
         alloc[victim] -= take
@@ -87,9 +87,9 @@ def min_funding_targets(claims: list[Claim], capacity: float, tax: float, step: 
     spare = -excess
     while spare > 1e-9:
         open_ = [c for c in claims if alloc[c.name] < c.maximum - 1e-9]
-        total = sum(max(c.shares, 1e-9) for c in open_)
         if not open_:
             break
+        total = sum(max(c.shares, 1e-9) for c in open_)
         given = 0.0
         for c in open_:
             add = min(spare * max(c.shares, 1e-9) / total, c.maximum - alloc[c.name])

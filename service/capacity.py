@@ -57,7 +57,7 @@ def with_copies(scenario: Scenario, vm_name: str, count: int) -> Scenario:
     """``scenario`` with the VM ``vm_name`` (or the copies NAME-1.. a ``count`` entry made of it)
     replaced by ``count`` copies of it, in its place, started as far apart as its copies were; the
     other VMs unchanged. ValueError if there is no such VM or a copy would start after the run."""
-    copies = [vm for vm in scenario.vms if vm.name == vm_name or _is_copy(vm.name, vm_name)]
+    copies = copies_of(scenario, vm_name)
     if not copies:
         names = ", ".join(vm.name for vm in scenario.vms)
         raise ValueError(f"no VM named {vm_name!r} in the scenario (VMs: {names})")
@@ -79,7 +79,7 @@ def stagger_of(copies: list) -> float:
 
 def startable(scenario: Scenario, vm_name: str) -> Optional[int]:
     """The most copies of the VM that start within the run, or None if there is no such limit."""
-    copies = [vm for vm in scenario.vms if vm.name == vm_name or _is_copy(vm.name, vm_name)]
+    copies = copies_of(scenario, vm_name)
     stagger = stagger_of(copies) if copies else 0.0
     if stagger <= 0 or not copies[0].events:
         return None
@@ -157,9 +157,11 @@ def capacity_search(scenario: Scenario, vm_name: str, policy_cls: Any, params: d
     with_copies(scenario, vm_name, 1)              # a bad VM name fails before any run
     limit = startable(scenario, vm_name)
     max_count = max_count if limit is None else min(max_count, limit)
+    trusts_guest = bool(policy_cls.trusts_guest)     # as loaded, before any constructor ran
 
     def probe(n: int) -> Probe:
-        summary = simulate(with_copies(scenario, vm_name, n), policy_cls.create(params)).summary
+        policy = policy_cls.create(params)
+        summary = simulate(with_copies(scenario, vm_name, n), policy, trusts_guest=trusts_guest).summary
         result = judge(summary, n, sla)
         if on_probe is not None:
             on_probe(result)
@@ -168,6 +170,8 @@ def capacity_search(scenario: Scenario, vm_name: str, policy_cls: Any, params: d
     return search(probe, max_count, policy_cls.name)
 
 
-def _is_copy(name: str, base: str) -> bool:
-    prefix = f"{base}-"
-    return name.startswith(prefix) and name[len(prefix):].isdigit()
+def copies_of(scenario: Scenario, vm_name: str) -> list:
+    """The VM named ``vm_name``, or the copies NAME-1.. a ``count`` entry made of it."""
+    prefix = f"{vm_name}-"
+    return [vm for vm in scenario.vms
+            if vm.name == vm_name or (vm.name.startswith(prefix) and vm.name[len(prefix):].isdigit())]

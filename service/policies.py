@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .sdk import Policy
+from .sdk import Policy, PolicyParameterError
 
 GROUP = "vmemlab.policies"
 DEFAULT_POLICY = "static"       # the baseline: runs when no policy is named, compared against
@@ -78,10 +78,6 @@ _load_lock = threading.RLock()
 
 def restore_declared_trust() -> list[str]:
     """Put back the trust level every loaded policy class declared; the classes that had changed."""
-    return _trust_changes()
-
-
-def _trust_changes() -> list[str]:
     changed = []
     for cls, declared in _declared_trust.items():
         if vars(cls).get("trusts_guest", declared) is not declared:
@@ -97,14 +93,14 @@ def load_policy(name: str) -> type[Policy]:
     with _load_lock:
         if name in _tainted:
             raise BrokenPolicyError(_tainted[name])
-        _trust_changes()          # undo what ran before (the engine undoes a hook's change itself)
+        restore_declared_trust()          # undo what ran before (the engine undoes a hook's change itself)
         try:
             cls = eps[name].load()
         except Exception as exc:  # a broken third-party package must not look like "unknown"
             raise BrokenPolicyError(f"policy {name!r} ({eps[name].value}) failed to import: {exc}") from exc
         finally:
             # importing a plugin must not change what other policies declare (their trust level)
-            changed = _trust_changes()
+            changed = restore_declared_trust()
         if changed:
             _tainted[name] = (f"policy {name!r} ({eps[name].value}): importing it changed trusts_guest of "
                               f"{', '.join(changed)} (put back; the plugin stays refused until the process restarts)")
@@ -160,8 +156,6 @@ def policy_event_problems(events: Any, chosen: list[dict]) -> dict[str, list[str
     """A scenario's policy events checked against the policies run: each names an installed
     policy, and for every run of that policy its changes, merged over the run's parameters,
     validate against the policy's schema. ``{"policy_events[0].params.idle_tax_pct": [...]}``."""
-    from marshmallow import ValidationError
-
     from .scenario import flatten_errors
 
     problems: dict[str, list[str]] = {}
@@ -176,11 +170,10 @@ def policy_event_problems(events: Any, chosen: list[dict]) -> dict[str, list[str
                 continue
             try:
                 cls = load_policy(event.policy)
-                base = cls.Params().load(dict(choice.get("params") or {}))
-                cls.Params().load({**base, **event.changes})
+                cls.load_params({**cls.load_params(choice.get("params")), **event.changes})
             except BrokenPolicyError as exc:
                 problems.setdefault(f"policy_events[{j}].policy", []).append(str(exc))
-            except ValidationError as err:
+            except PolicyParameterError as err:
                 for path, messages in flatten_errors(err.messages, f"policy_events[{j}].params").items():
                     problems.setdefault(path, []).extend(m for m in messages if m not in problems.get(path, []))
     return problems

@@ -76,8 +76,11 @@ def sync(session: Session, auto_enable: str) -> list[PluginRegistration]:
     return sorted(rows.values(), key=lambda r: r.name)
 
 
-def status(row: PluginRegistration, installed: bool, broken_reason: Optional[str]) -> tuple[str, str]:
-    """(status, reason) of a registration; the reason says what to do about it."""
+def status(row: PluginRegistration, installed: bool, broken_reason: Optional[str],
+           version: Optional[str] = None) -> tuple[str, str]:
+    """(status, reason) of a registration, for the installed ``version`` (default the one the row
+    last saw); the reason says what to do about it."""
+    version = row.version if version is None else version
     if broken_reason is not None:
         return "broken", broken_reason
     if not installed:
@@ -87,9 +90,9 @@ def status(row: PluginRegistration, installed: bool, broken_reason: Optional[str
                              "registers it with POST /api/v1/plugins before experiments may use it")
     if not row.enabled:
         return "disabled", "disabled by an admin (PATCH /api/v1/plugins/NAME {\"enabled\": true} enables it)"
-    if row.approved_version != row.version:
-        return "version_changed", (f"version {row.version} is installed but {row.approved_version} was approved: an admin "
-                                   "approves the new version with POST /api/v1/plugins")
+    if row.approved_version != version:
+        return "version_changed", (f"version {version} is installed but version {row.approved_version} was approved: "
+                                   "an admin approves the new version with POST /api/v1/plugins")
     return "enabled", ""
 
 
@@ -119,22 +122,17 @@ def approve(row: PluginRegistration) -> None:
 
 def refusal(session: Session, name: str, version: str, distribution: str, auto_enable: str) -> Optional[str]:
     """Why an experiment may not use the policy ``name`` installed in ``version``; None if it may.
-    Reads the registry without writing it (a policy never listed yet is judged by the setting)."""
+    Reads the registry without writing it: what the next listing would record (a policy not yet
+    listed, a new version the setting approves) is judged as that listing would judge it."""
     row = session.scalar(select(PluginRegistration).where(PluginRegistration.name == name))
+    auto = auto_approves(auto_enable, distribution)
     if row is None:
-        if auto_approves(auto_enable, distribution):
-            return None
-        return (f"policy {name!r} ({distribution}) is installed but not registered: an admin registers it with "
-                "POST /api/v1/plugins before experiments may use it")
-    if row.approved_version is None and not row.enabled:
-        return (f"policy {name!r} ({distribution} {row.distribution_version}) is installed but not registered: an admin "
-                "registers it with POST /api/v1/plugins before experiments may use it")
-    if not row.enabled:
-        return f"policy {name!r} is disabled in the plugin registry"
-    if row.approved_version != version and not auto_approves(auto_enable, distribution):
-        return (f"policy {name!r} is installed in version {version} but version {row.approved_version} was approved: an "
-                "admin approves the new version with POST /api/v1/plugins")
-    return None
+        row = PluginRegistration(name=name, version=version, distribution=distribution, distribution_version="",
+                                 enabled=auto, approved_version=version if auto else None)
+    elif auto and row.enabled:
+        return None
+    state, reason = status(row, True, None, version)
+    return None if state == "enabled" else f"policy {name!r} is {state}: {reason}"
 
 
 def _broken_reason(error: str) -> str:

@@ -22,7 +22,7 @@ DOC = ROOT / "docs" / "plugins.md"
 TEXT = DOC.read_text(encoding="utf-8")
 
 # Class methods every policy inherits and does not override: documented, but not hooks.
-NOT_HOOKS = {"create", "parameter_schema"}
+NOT_HOOKS = {"create", "load_params", "parameter_schema"}
 HOOKS = [name for name, member in vars(Policy).items()
          if not name.startswith("_") and inspect.isfunction(member) and name not in NOT_HOOKS]
 DOCUMENTED_CLASSES = [HostView, VMView, GuestReport, MemorySettings, Admission, VMDecision, HostDecision, Decisions]

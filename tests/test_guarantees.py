@@ -67,9 +67,9 @@ def test_no_vm_is_reclaimed_below_its_guarantee(policy, scenario):
     result = simulate(scenario, load_policy(policy).create({}))
     assert_floor_held(result)
     host = scenario.host
-    for v, vm in enumerate(result.summary["vms"]):
-        # admission control: running guarantees and overheads fit the host
-        assert vm["guaranteed_mb"] <= host.memory_mb
+    # admission control: the guarantees and overheads of the VMs that ran fit the memory for VMs
+    admitted = [vm for vm in result.summary["vms"] if vm["state"] != "refused"]
+    assert sum(vm["guaranteed_mb"] + host.vm_overhead_mb for vm in admitted) <= host.memory_mb - host.reserve_mb
 
 
 def test_the_floor_is_tested_where_it_binds():

@@ -74,6 +74,12 @@ def _entry(name: str) -> registry.Listing:
     return entry
 
 
+def _restated(entry: registry.Listing) -> registry.Listing:
+    """The entry after an admin changed its row: installed and loading, as it was just found."""
+    entry.status, entry.reason = registry.status(entry.row, True, None)
+    return entry
+
+
 def _not_installed(name: str) -> None:
     invalid("json", {"name": [f"no installed distribution advertises a policy named {name!r} in the entry-point "
                               f"group {GROUP}; install its package first (installed: "
@@ -119,7 +125,7 @@ class Plugins(MethodView):
             row.enabled = False
             row.approved_version = row.version
         db().commit()
-        return (_shown(_entry(name)), 201 if created else 200,
+        return (_shown(_restated(entry)), 201 if created else 200,
                 {"Location": url_for(".PluginItem", name=name)})
 
 
@@ -148,5 +154,5 @@ class PluginItem(MethodView):
         else:
             entry.row.enabled = False
         db().commit()
-        return _shown(_entry(name), with_runs=True)
+        return _shown(_restated(entry), with_runs=True)
 

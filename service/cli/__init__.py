@@ -43,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--policy (which replaces the scenario's list and its parameters), else from the "
                     "scenario's \"policies\", else the static baseline.")
     sim.add_argument("scenario", metavar="SCENARIO.json")
-    sim.add_argument("--policy", action="append", metavar="NAME", help="policy to run; repeat to compare several")
-    sim.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
-                     help="set a policy parameter (VALUE is read as JSON if it parses, else as a string)")
+    policy_options(sim)
     sim.add_argument("--json", action="store_true", help="print the run summaries as a JSON list")
     sim.add_argument("--series", action="store_true",
                      help="with --json: add each run's per-epoch series and events (as the API serves them)")
@@ -77,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--max-blocked", type=float, default=0.05,
                           help="share of its running time a VM may wait blocked (default 0.05)")
     capacity.add_argument("--max-count", type=_positive_int, default=256, help="upper bound of the search (default 256)")
-    capacity.add_argument("--policy", action="append", metavar="NAME", help="policy to search; repeat for several")
-    capacity.add_argument("--param", action="append", metavar="NAME.KEY=VALUE", help="set a policy parameter")
+    policy_options(capacity)
     capacity.add_argument("--jobs", type=_positive_int, default=None, help="parallel processes (default: one per core)")
     capacity.add_argument("--json", action="store_true", help="the results as JSON, one object per policy")
     capacity.add_argument("--quiet", action="store_true", help="no probe lines on stderr")
@@ -99,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_service_commands(commands)
     return parser
+
+
+def policy_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--policy and --param, as every command that runs policies takes them."""
+    parser.add_argument("--policy", action="append", metavar="NAME",
+                        help=f"{prefix}policy to run instead of the scenario's list; repeat for several")
+    parser.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
+                        help=f"{prefix}set a policy parameter (VALUE is read as JSON if it parses, else as a string)")
 
 
 def add_service_commands(commands: Any) -> None:
@@ -172,9 +177,7 @@ def add_service_commands(commands: Any) -> None:
     up.add_argument("--submit", action="append", metavar="SCENARIO.json",
                     help="once the service answers, submit this scenario, wait for its runs and print "
                          "the comparison; repeat for several")
-    up.add_argument("--policy", action="append", metavar="NAME",
-                    help="with --submit: policy to run instead of the scenario's list; repeat for several")
-    up.add_argument("--param", action="append", metavar="NAME.KEY=VALUE", help="with --submit: set a policy parameter")
+    policy_options(up, "with --submit: ")
     up.add_argument("--quiet", action="store_true", help="no run progress on stderr")
     up.add_argument("--start-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     up.add_argument("--exit-status", action="store_true", help=argparse.SUPPRESS)
@@ -189,10 +192,7 @@ def add_service_commands(commands: Any) -> None:
                         help=f"the service (default $VMEMLAB_URL or {DEFAULT_URL})")
     submit.add_argument("--token", default=os.environ.get("VMEMLAB_TOKEN"),
                         help="bearer token (default $VMEMLAB_TOKEN; vmemlab tokens create makes one)")
-    submit.add_argument("--policy", action="append", metavar="NAME",
-                        help="policy to run instead of the scenario's list; repeat to compare several")
-    submit.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
-                        help="set a policy parameter (VALUE is read as JSON if it parses)")
+    policy_options(submit)
     submit.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
     submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="with --wait: give up waiting after this long (the runs go on)")

@@ -9,7 +9,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence, TextIO
 
-from ..capacity import SLA, Capacity, Probe, capacity_search, with_copies
+from ..capacity import SLA, Capacity, Probe, capacity_search, copies_of, with_copies
 from ..policies import load_policy
 from ..scenario import load_scenario_file
 from .common import Column, UsageError, _mb, _ratio, format_table
@@ -76,7 +76,8 @@ CAPACITY_COLUMNS = (
 
 
 def format_capacity(results: Sequence[Capacity], scenario, vm: str, sla: SLA) -> str:
-    others = [v for v in scenario.vms if not (v.name == vm or v.name.startswith(f"{vm}-"))]
+    copies = copies_of(scenario, vm)
+    others = [v for v in scenario.vms if v not in copies]
     lines = [one_line(results, scenario, vm, sla), ""]
     lines += format_table(CAPACITY_COLUMNS, [[c.cell(r) for c in CAPACITY_COLUMNS] for r in results])
     lines += ["", f"probes: copies, + fits, - does not; every VM admitted, none blocked over "

@@ -65,7 +65,7 @@ def build_policies(choices: Sequence[dict]) -> list[tuple[type[Policy], dict, bo
     for choice in choices:
         try:
             cls = load_policy(choice["name"])
-            loaded.append((cls, check_params(cls, choice["params"]), bool(cls.trusts_guest)))
+            loaded.append((cls, cls.load_params(choice["params"]), bool(cls.trusts_guest)))
         except (UnknownPolicyError, BrokenPolicyError) as exc:
             problems.append(str(exc))
         except PolicyParameterError as exc:
@@ -73,15 +73,6 @@ def build_policies(choices: Sequence[dict]) -> list[tuple[type[Policy], dict, bo
     if problems:
         raise UsageError(*problems)
     return loaded
-
-
-def check_params(cls: type[Policy], params: dict) -> dict:
-    """The parameters as the policy's schema loads them (PolicyParameterError if they do not)."""
-    from marshmallow import ValidationError
-    try:
-        return cls.Params().load(dict(params or {}))
-    except ValidationError as err:
-        raise PolicyParameterError(cls.name, err.messages) from None
 
 
 class ProgressLine:
@@ -217,7 +208,7 @@ def format_simulation(summaries: Sequence[dict], title: str | None = None) -> st
     notes = [f"  {s.get('policy')}: {vm.get('name')} refused: {vm['refused_reason']}"
              for s in summaries for vm in s.get("vms", []) if vm.get("refused_reason")]
     notes += [f"  {s.get('policy')}: {note}" for s in summaries for note in s.get("notes", [])
-              if "refused" not in note]
+              if ": refused (" not in note]   # printed above, from refused_reason
     notes += [f"  {s.get('policy')}: failed: {s['error']}" for s in summaries if s.get("error")]
     if notes:
         lines += ["", "Notes"] + notes

@@ -26,6 +26,17 @@ def _mb(pages: float) -> float:
     return pages / PAGES_PER_MB
 
 
+def _megabytes(value, lo: float, hi: float, error) -> float:
+    """A decision's size in MB, checked: ``error(message)`` makes the PolicyError to raise."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise error(f"must be a number, got {value!r}") from None
+    if not (math.isfinite(x) and lo <= x <= hi):
+        raise error(f"must be within {lo:g}..{hi:g} MB, got {value!r}")
+    return x
+
+
 class DecisionApplier:
     def _apply_host_decision(self, d: HostDecision) -> None:
         name = self.policy.name
@@ -49,12 +60,8 @@ class DecisionApplier:
         if d.state is not None:
             self.host_label = str(d.state)
         if d.min_free_mb is not None:
-            try:
-                reserve = float(d.min_free_mb)
-            except (TypeError, ValueError):
-                raise PolicyError(name, f"min_free_mb must be a number, got {d.min_free_mb!r}") from None
-            if not (math.isfinite(reserve) and 0 <= reserve <= self.scenario.host.memory_mb):
-                raise PolicyError(name, f"min_free_mb must be within 0..{self.scenario.host.memory_mb} MB, got {d.min_free_mb!r}")
+            reserve = _megabytes(d.min_free_mb, 0, self.scenario.host.memory_mb,
+                                 lambda msg: PolicyError(name, f"min_free_mb {msg}"))
             self.st.host_i[H_MIN_FREE_Q] = int(reserve * Q_PER_MB)
 
     def _enable_sharing(self) -> None:
@@ -101,13 +108,7 @@ class DecisionApplier:
             return PolicyError(pname, f"decision for VM {vm.name!r}: {field_name} {msg}")
 
         def mb_value(field_name: str, value, lo: float, hi: float) -> int:
-            try:
-                x = float(value)
-            except (TypeError, ValueError):
-                raise bad(field_name, f"must be a number, got {value!r}") from None
-            if not (math.isfinite(x) and lo <= x <= hi):
-                raise bad(field_name, f"must be within {lo:g}..{hi:g} MB, got {value!r}")
-            return mb_to_pages(x)
+            return mb_to_pages(_megabytes(value, lo, hi, lambda msg: bad(field_name, msg)))
 
         running = self.vm_state[v] == "running"
         if d.victim is not None:

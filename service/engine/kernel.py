@@ -300,6 +300,18 @@ def release_backing(st, v, fb, f):
     st.flags[fb + f] &= ~F_CBIG
 
 
+@jit
+def backing_quarters(st, F):
+    """Host quarters guest frame F holds: 4 in RAM or in a Smart Paging file, 1 or 2 compressed,
+    0 otherwise (unbacked, shared, host-swapped)."""
+    hs = st.host_state[F]
+    if hs == H_RAM or hs == H_SMART:
+        return 4
+    if hs == H_COMPRESSED:
+        return 2 if (st.flags[F] & F_CBIG) != 0 else 1
+    return 0
+
+
 @jit(inline="always")
 def held_q(st, u):
     """Host memory VM u holds, in quarters: private RAM, its compression cache at compressed size,
@@ -527,13 +539,8 @@ def host_fault_in(st, v, fb, f, t):
     decompression, by where its content is."""
     F = fb + f
     hs = st.host_state[F]
-    if hs == H_COMPRESSED:
-        gain = 2 if (st.flags[F] & F_CBIG) != 0 else 3
-    elif hs == H_SMART:
-        gain = 0
-    else:
-        gain = 4
-    stall = obtain_host_page(st, v, t, gain)
+    # what v's holding grows by: a page less what the frame already held (compressed, Smart Paged)
+    stall = obtain_host_page(st, v, t, 4 - backing_quarters(st, F))
     if stall < 0.0:
         return BLOCKED
     if hs == H_SWAPPED:

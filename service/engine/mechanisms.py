@@ -5,31 +5,18 @@ from __future__ import annotations
 
 from .kernel import (
     jit,
-    content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in, may_take,
+    backing_quarters, content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in, may_take,
     pick_host_victim, rand_below, release_backing, share_frame, unshare, balloon_pop, balloon_push,
     free_pop, free_push,
 )
 from .state import (
-    ABSENT, BALLOONED, F_CBIG, F_IN_FIFO, F_SAMPLE, H_COMPRESSED, H_FREE_Q, H_RAM, H_SHARED, H_SMART, H_UNBACKED,
+    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SMART, H_UNBACKED,
     H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_MIN_Q, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
     I_PHASE_REFS, I_PRESENT, I_SCAN_PTR, I_SMART, I_SMART_QUOTA,
     I_TOUCHED, F_PHASE_START, F_CLOCK, UNTOUCHED,
 )
-
-
-@jit
-def backing_quarters(st, F):
-    """Host quarters that dropping guest frame F's backing would give back."""
-    hs = st.host_state[F]
-    if hs == H_RAM:
-        return 4
-    if hs == H_COMPRESSED:
-        return 2 if (st.flags[F] & F_CBIG) != 0 else 1
-    if hs == H_SMART:
-        return 4
-    return 0
 
 
 @jit

@@ -217,7 +217,7 @@ def summarize(sim: "Simulation") -> dict[str, Any]:
             "blocked_s": float(blocked / 1e9),
             "memory_wait_s": float(st.vm_f[v, F_MEMORY_WAIT] / 1e9),
             "running_s": running_s,
-            "guaranteed_mb": float(sim.guaranteed_mb[v]) if sim.vm_state[v] == "running" else peak("guaranteed_mb"),
+            "guaranteed_mb": peak("guaranteed_mb"),
             "allocated_end_mb": float(vm[-1, v, f["allocated_mb"]]) if len(vm) else 0.0,
             "allocated_last_minute_mb": float(vm[last_minute, v, f["allocated_mb"]].mean()) if len(vm) else 0.0,
         }

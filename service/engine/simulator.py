@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
-from marshmallow import ValidationError
-
-from ..sdk import Admission, Policy
+from ..sdk import Admission, Policy, PolicyParameterError
 from ..sdk.views import GuestReport, HostView, MemorySettings, VMView
 from . import kernel, mechanisms
 from .apply import DecisionApplier
@@ -78,7 +76,6 @@ class Simulation(DecisionApplier):
         self.events_log: list[dict[str, Any]] = []
         self.recorder = Recorder(scenario, self.n)
         self.balloon_driver = [vm.balloon_driver_at_boot for vm in scenario.vms]
-        self.guaranteed_mb = [0.0] * self.n
 
     # --- views ---------------------------------------------------------------------------------
 
@@ -116,14 +113,13 @@ class Simulation(DecisionApplier):
         declared = (getattr(cls, "trusts_guest", None), getattr(self.policy, "trusts_guest", None))
         if all(isinstance(x, bool) and x == self.trusts_guest for x in declared):
             return
-        try:
-            if not repair:
-                raise TypeError("checked before the run: nothing of it to undo")
-            Policy.trusts_guest = False          # the base class's, in case the plugin changed it
-            cls.trusts_guest = self.trusts_guest
-            vars(self.policy).pop("trusts_guest", None)
-        except (AttributeError, TypeError):     # a metaclass or __slots__ that refuses
-            pass
+        if repair:
+            try:
+                Policy.trusts_guest = False          # the base class's, in case the plugin changed it
+                cls.trusts_guest = self.trusts_guest
+                vars(self.policy).pop("trusts_guest", None)
+            except (AttributeError, TypeError):     # a metaclass or __slots__ that refuses
+                pass
         after = "" if hook.startswith("the ") else "()"
         raise PolicyError(self.policy.name, f"{hook}{after} changed trusts_guest (class {declared[0]!r}, instance "
                                             f"{declared[1]!r}); a policy's trust level is fixed when it is loaded "
@@ -182,7 +178,6 @@ class Simulation(DecisionApplier):
         mechanisms.power_on(st, v, mb_to_pages(assigned), t_ns)
         st.vm_i[v, I_SMART_QUOTA] = mb_to_pages(admission.smart_paging_mb)
         st.vm_i[v, I_MIN_Q] = mb_to_pages(guarantee) * Q_PER_PAGE
-        self.guaranteed_mb[v] = guarantee
         st.vm_i[v, I_RUNNING] = 1
         self.populated[v] = bool(admission.populate)
         if admission.populate:
@@ -200,7 +195,7 @@ class Simulation(DecisionApplier):
         guarantees could not all be honoured. The reason for a refusal, or None."""
         host = self.scenario.host
         usable = host.memory_mb - host.reserve_mb
-        taken = sum(self.guaranteed_mb[u] + host.vm_overhead_mb
+        taken = sum(self.st.vm_i[u, I_MIN_Q] / Q_PER_MB + host.vm_overhead_mb
                     for u in range(self.n) if u != v and self.vm_state[u] == "running")
         if taken + guarantee + host.vm_overhead_mb > usable:
             return (f"admission control: its {guarantee:g} MB guarantee + {host.vm_overhead_mb} MB overhead do not fit "
@@ -213,7 +208,6 @@ class Simulation(DecisionApplier):
         st.host_i[H_FREE_Q] += self.overhead_q
         st.vm_i[v, I_RUNNING] = 0
         self.vm_state[v] = "off"
-        self.guaranteed_mb[v] = 0.0
         self.samples.pop(v, None)
         self.sample_results.pop(v, None)
         self._log(t_ns, self.scenario.vms[v].name, why, "")
@@ -251,8 +245,8 @@ class Simulation(DecisionApplier):
         policy = self.policy
         merged = {**policy.params, **changes}
         try:
-            loaded = type(policy).Params().load(merged)
-        except ValidationError as err:
+            loaded = type(policy).load_params(merged)
+        except PolicyParameterError as err:
             raise PolicyError(policy.name, f"parameter change at {t_ns / 1e9:g} s: {err.messages}") from None
         before = dict(policy.params)
         self.hooks.call("update_params", policy.update_params, loaded)

@@ -51,13 +51,18 @@ class Policy:
         self.params = params
 
     @classmethod
-    def create(cls, params: Mapping[str, Any] | None = None) -> "Policy":
-        """Validate ``params`` against ``Params`` (unknown keys rejected) and build the policy."""
+    def load_params(cls, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``params`` as ``Params`` loads them (defaults filled in, unknown keys rejected);
+        PolicyParameterError naming every problem if they do not load."""
         try:
-            loaded = cls.Params().load(dict(params or {}))
+            return cls.Params().load(dict(params or {}))
         except ValidationError as err:
             raise PolicyParameterError(cls.name, err.messages) from None
-        return cls(**loaded)
+
+    @classmethod
+    def create(cls, params: Mapping[str, Any] | None = None) -> "Policy":
+        """Validate ``params`` against ``Params`` (``load_params``) and build the policy."""
+        return cls(**cls.load_params(params))
 
     @classmethod
     def parameter_schema(cls) -> dict[str, Any]:
