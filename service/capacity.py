@@ -111,43 +111,63 @@ def judge(summary: dict[str, Any], count: int, sla: SLA) -> Probe:
     return Probe(count, True, worst)
 
 
-def search(probe: Callable[[int], Probe], max_count: int, policy: str = "") -> Capacity:
-    """The largest count that passes, probing as few counts as doubling and bisection need."""
+def next_count(probes: dict[int, Probe], max_count: int) -> Optional[int]:
+    """The next count to probe, given the probes made so far, or None when the search is over.
+    A function of the probes alone, so that a search driven by stored runs (the service) and one
+    in this process take the same path: doubling from one copy until a failure or the bound, then
+    bisection, then one probe past the first failure to check monotonicity."""
     if max_count < 1:
         raise ValueError("max_count must be at least 1")
-    probes: dict[int, Probe] = {}
-
-    def at(n: int) -> Probe:
-        if n not in probes:
-            probes[n] = probe(n)
-        return probes[n]
-
-    lo, hi = 0, None
-    n = 1
+    lo, hi, n = 0, None, 1
     while True:
-        if at(n).ok:
-            lo = n
-            if n == max_count:
-                break
-            n = min(2 * n, max_count)
-        else:
+        if n not in probes:
+            return n
+        if not probes[n].ok:
             hi = n
             break
-    if hi is not None:
-        while hi - lo > 1:
+        lo = n
+        if n == max_count:
+            return None
+        n = min(2 * n, max_count)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid not in probes:
+            return mid
+        if probes[mid].ok:
+            lo = mid
+        else:
+            hi = mid
+    if hi + 1 <= max_count and hi + 1 not in probes:
+        return hi + 1                  # a pass above a failure: the results are not monotone
+    return None
+
+
+def conclude(probes: dict[int, Probe], max_count: int, policy: str = "") -> Capacity:
+    """The capacity the probes of a finished search show (see ``next_count``)."""
+    lo, hi, n = 0, None, 1
+    while n in probes and probes[n].ok and n < max_count:
+        lo, n = n, min(2 * n, max_count)
+    if n in probes and probes[n].ok:
+        lo = n
+    elif n in probes:
+        hi = n
+        while hi - lo > 1 and (lo + hi) // 2 in probes:
             mid = (lo + hi) // 2
-            if at(mid).ok:
-                lo = mid
-            else:
-                hi = mid
-        if hi + 1 <= max_count:
-            at(hi + 1)                 # a pass above a failure: the results are not monotone
+            lo, hi = (mid, hi) if probes[mid].ok else (lo, mid)
     ordered = [probes[k] for k in sorted(probes)]
     first_failure = min((p.count for p in ordered if not p.ok), default=math.inf)
     non_monotone = [p.count for p in ordered if p.ok and p.count > first_failure]
     limited_by = "bound" if hi is None else probes[hi].reason
     worst = probes[lo].worst_slowdown if lo in probes else None
     return Capacity(policy, lo, limited_by, worst, ordered, non_monotone)
+
+
+def search(probe: Callable[[int], Probe], max_count: int, policy: str = "") -> Capacity:
+    """The largest count that passes, probing as few counts as doubling and bisection need."""
+    probes: dict[int, Probe] = {}
+    while (n := next_count(probes, max_count)) is not None:
+        probes[n] = probe(n)
+    return conclude(probes, max_count, policy)
 
 
 def capacity_search(scenario: Scenario, vm_name: str, policy_cls: Any, params: dict, sla: SLA, max_count: int,
@@ -175,3 +195,22 @@ def copies_of(scenario: Scenario, vm_name: str) -> list:
     prefix = f"{vm_name}-"
     return [vm for vm in scenario.vms
             if vm.name == vm_name or (vm.name.startswith(prefix) and vm.name[len(prefix):].isdigit())]
+
+
+def answer_line(results: list[dict[str, Any]], host_memory_mb: float, vm_name: str, max_slowdown: float) -> str:
+    """The answer in words and figures, against static where it ran: ``results`` are per policy
+    ``{"policy", "count", "limited_by", "status"}`` (a Capacity's ``as_dict`` will do)."""
+    base = next((r["count"] for r in results if r["policy"] == "static" and r.get("count")), None)
+    parts = []
+    for r in results:
+        if r.get("count") is None:
+            parts.append(f"{r['policy']} {r.get('status', 'unknown')}")
+            continue
+        text = f"{r['policy']} {r['count']}"
+        if base and r["policy"] != "static":
+            text += f" ({(r['count'] / base - 1) * 100:+.0f}%)"
+        if r.get("limited_by") == "bound":
+            text += " (the bound)"
+        parts.append(text)
+    host = f"{host_memory_mb / 1024:,g} GB" if host_memory_mb % 1024 == 0 else f"{host_memory_mb:,.0f} MB"
+    return f"On this {host} host at <= {max_slowdown:g}x slowdown, copies of {vm_name} that fit: {', '.join(parts)}."

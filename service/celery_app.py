@@ -85,12 +85,14 @@ class RunRecovery(bootsteps.StartStopStep):
 
 
 def _recover(celery: Celery) -> None:
+    from .capacity_searches import advance_and_enqueue
     from .runs import recover_and_enqueue
 
     try:
         recover_and_enqueue(app=celery)     # logs what it re-queued
     except Exception:  # a database or broker hiccup must not stop the worker
         log.exception("looking for runs that lost their worker or their message failed")
+    advance_and_enqueue(celery)      # a search whose worker died before it queued the next probe
 
 
 @worker_process_init.connect

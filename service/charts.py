@@ -43,13 +43,18 @@ def _segments(xs: Sequence[float], ys: Sequence[Optional[float]]) -> list[list[t
 
 
 def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Sequence[Optional[float]]]], *,
-               y_unit: str = "MB", x_unit: str = "s", width: int = 380, height: int = 200) -> str:
+               y_unit: str = "MB", x_unit: str = "s", width: int = 380, height: int = 200,
+               reference: Optional[tuple[str, float]] = None, sparse: bool = False) -> str:
     """An SVG line chart: ``lines`` are (label, values) sharing the x values ``xs``; the y axis
-    starts at 0. Returns SVG text, safe to embed in HTML."""
+    starts at 0. ``reference`` draws a dashed horizontal line (label, y), such as an SLA;
+    ``sparse`` marks each point and joins a line's points across missing values (lines measured
+    at different x). Returns SVG text, safe to embed in HTML."""
     left, right, top, bottom = 52, 10, 24, 46
     plot_w, plot_h = width - left - right, height - top - bottom
     x_max = max((x for x in xs if math.isfinite(x)), default=1.0) or 1.0
     y_seen = [y for _, ys in lines for y in ys if y is not None and math.isfinite(y)]
+    if reference is not None:
+        y_seen.append(reference[1])
     y_max = nice_ceiling(max(y_seen, default=0.0))
 
     def px(x: float) -> float:
@@ -77,14 +82,50 @@ def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Seque
                    f"{escape(_label(x_max * fraction))}{' ' + escape(x_unit) if fraction == 1 else ''}</text>")
     for k, (label, ys) in enumerate(lines):
         color = PALETTE[k % len(PALETTE)]
-        for segment in _segments(xs, ys):
+        segments = _segments(xs, ys)
+        if sparse:
+            segments = [[point for segment in segments for point in segment]]
+        for segment in segments:
             points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in segment)
             out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{points}"/>')
+            if sparse:
+                out.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}"/>' for x, y in segment)
+    if reference is not None:
+        y = py(reference[1])
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#444" '
+                   f'stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{width - right}" y="{y - 3:.1f}" font-size="10" text-anchor="end">'
+                   f"{escape(reference[0])}</text>")
     legend_x, legend_y = left, height - 8
     for k, (label, _) in enumerate(lines):
         color = PALETTE[k % len(PALETTE)]
         out.append(f'<rect x="{legend_x}" y="{legend_y - 8}" width="10" height="3" fill="{color}"/>')
         out.append(f'<text x="{legend_x + 13}" y="{legend_y - 4}" font-size="10">{escape(label)}</text>')
         legend_x += 18 + 6 * len(label)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def bar_chart(title: str, bars: Sequence[tuple[str, Optional[float]]], *, unit: str = "", width: int = 380) -> str:
+    """An SVG chart of horizontal bars, one per (label, value), the value written at its end; a
+    bar without a value says so."""
+    left, right, row = 120, 60, 22
+    height = 28 + row * len(bars)
+    top_value = nice_ceiling(max((v for _, v in bars if v is not None and math.isfinite(v)), default=0.0))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" class="chart">',
+           f"<title>{escape(title)}</title>",
+           f'<text x="4" y="15" font-size="12" font-weight="600">{escape(title)}</text>']
+    for k, (label, value) in enumerate(bars):
+        y = 24 + k * row
+        out.append(f'<text x="{left - 6}" y="{y + 13}" font-size="11" text-anchor="end">{escape(label)}</text>')
+        if value is None or not math.isfinite(value):
+            out.append(f'<text x="{left}" y="{y + 13}" font-size="11" fill="#666">no answer</text>')
+            continue
+        length = (width - left - right) * value / top_value
+        out.append(f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{row - 8}" '
+                   f'fill="{PALETTE[k % len(PALETTE)]}"/>')
+        out.append(f'<text x="{left + length + 4:.1f}" y="{y + 13}" font-size="11">'
+                   f"{escape(_label(value))}{' ' + escape(unit) if unit else ''}</text>")
     out.append("</svg>")
     return "\n".join(out)

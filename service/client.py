@@ -185,6 +185,34 @@ class Client:
     def report_url(self, experiment_id: int) -> str:
         return self.url(f"/experiments/{int(experiment_id)}/report")
 
+    def create_sweep(self, body: dict, idempotency_key: Optional[str] = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request("POST", "/sweeps", body, headers=headers)
+
+    def sweep(self, sweep_id: int) -> dict:
+        return self.request("GET", f"/sweeps/{int(sweep_id)}")
+
+    def sweep_results(self, sweep: dict) -> list:
+        """A sweep's result rows, at the link its answer gives (else where the API keeps them);
+        the rows whether the answer is their list or ``{"results": [...]}``."""
+        link = (sweep.get("links") or {}).get("results")
+        answer = self.follow(link) if link else self.request("GET", f"/sweeps/{int(sweep['id'])}/results")
+        rows = answer.get("results") if isinstance(answer, dict) else answer
+        return rows if isinstance(rows, list) else []
+
+    def link_url(self, link: str) -> str:
+        """The URL of a link an answer gave in its ``links``: a path from the server's root, or
+        already absolute."""
+        return link if "://" in link else self.url(link)
+
+    def follow(self, link: str) -> Any:
+        """GET a link an answer gave; only on this server, where the token may go."""
+        if "://" in link:
+            if not link.startswith(self.base_url + "/"):
+                raise APIError([f"the API answered with a link to another server: {link}"])
+            link = link[len(self.base_url):]
+        return self.request("GET", link, api=False)
+
     def wait_until_up(self, timeout: float = 60.0, alive: Optional[Callable[[], bool]] = None,
                       interval: float = 0.2) -> None:
         """Poll the health endpoint until it answers 200. ``alive`` (if given) is asked between

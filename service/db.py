@@ -10,21 +10,26 @@ Other databases' connections are tested when taken from the pool (``pool_pre_pin
 server dropped (a restart, ``pg_terminate_backend``, an idle timeout) is replaced instead of
 failing the next request. A connection that drops in the middle of a transaction fails that
 transaction only: the API answers 503 (service.api.errors) and the workers retry their short
-transactions (service.tasks.with_db_retry).
+transactions (with_db_retry).
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import get_settings
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -170,8 +175,32 @@ def first_line(exc: BaseException) -> str:
 def is_connection_failure(exc: BaseException) -> bool:
     """A failure of the connection rather than of the statement: the database is unavailable
     (a 503 for the API), and a step of one transaction is worth trying again."""
-    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import InterfaceError, OperationalError
 
     if isinstance(exc, (DisconnectionError, OperationalError, InterfaceError)):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+# --- retries of one transaction ------------------------------------------------------------------
+
+# Waits between the tries of one database step whose connection failed: 6 tries in about 3 s.
+DB_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def with_db_retry(what: str, step, *args: Any) -> Any:
+    """``step(*args, retried=...)``, tried again after each transient database failure, up to
+    ``len(DB_RETRY_DELAYS_S)`` times with backoff; ``retried`` tells the step whether an earlier
+    try failed (whose commit may have gone through with only its answer lost). Only for steps
+    that are one transaction each."""
+    retried = False
+    for delay in (*DB_RETRY_DELAYS_S, None):
+        try:
+            return step(*args, retried=retried)
+        except (DBAPIError, DisconnectionError) as exc:
+            if delay is None or not is_connection_failure(exc):
+                raise
+            log.warning("%s: the database connection failed (%s); trying again in %g s", what, first_line(exc), delay)
+            retried = True
+            time.sleep(delay)
+    raise AssertionError("unreachable")

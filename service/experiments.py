@@ -18,16 +18,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import registry
 from .db import first_line
-from .engine import ENGINE_VERSION, PolicyError
+from .engine import ENGINE_VERSION, PolicyError, Scenario
 from .engine.hooks import HookTimer
+from .idempotency import add_or_replay, replay
 from .limits import check_limits, check_vm_count
 from .models import Experiment, Host, Run, RunStatus, Trace, VMTemplate
 from .policies import (
@@ -37,17 +38,6 @@ from .policies import (
 from .scenario import ROOT, ScenarioValidationError, expanded_indexes, flatten_errors, load_scenario, scenario_to_dict
 from .sdk import Policy, PolicyParameterError
 from .settings import Settings, get_settings
-
-
-
-class IdempotencyConflict(ValueError):
-    """The idempotency key was already used for a different request."""
-
-    def __init__(self, key: str, experiment_id: int):
-        super().__init__(f"idempotency key {key!r} was already used for a different request "
-                         f"(experiment {experiment_id})")
-        self.key = key
-        self.experiment_id = experiment_id
 
 
 def canonical_json(value: Any) -> str:
@@ -73,7 +63,7 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     of ``settings`` (service.limits) and store it as an experiment with one queued run per policy.
     Raises ScenarioValidationError (``errors`` maps document paths such as ``vms[0].memory_mb``,
     ``policies[1].params.idle_tax_pct`` or ``(document)`` to messages) with nothing added to the
-    session, or IdempotencyConflict.
+    session, or service.idempotency.IdempotencyConflict.
 
     With an ``idempotency_key`` already used for the same request, returns that experiment with
     ``created`` False; nothing new is stored. The session is flushed (ids are set), not committed.
@@ -82,11 +72,51 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     """
     settings = settings or get_settings()
     request_sha256 = sha256_of({"document": document, "policies": None if policies is None else list(policies)})
-    if idempotency_key is not None:
-        existing = _replay(session, idempotency_key, request_sha256)
-        if existing is not None:
-            return existing
+    existing = replay(session, Experiment, idempotency_key, request_sha256, "experiment")
+    if existing is not None:
+        return existing
+    valid = validate_document(session, document, policies, settings=settings)
+    experiment = Experiment(
+        name=valid.scenario.name, description=valid.scenario.description, seed=valid.scenario.seed,
+        duration_s=valid.scenario.duration_s, scenario=valid.snapshot,
+        policies=[{"name": c["name"], "params": c["params"]} for c in valid.chosen],
+        host_id=valid.host.id if valid.host is not None else None, idempotency_key=idempotency_key,
+        request_sha256=request_sha256)
+    for name, version, distribution, params in valid.pinned:
+        experiment.runs.append(Run(
+            host_id=experiment.host_id, status=RunStatus.QUEUED.value, policy_name=name,
+            policy_version=version, plugin_distribution=distribution, params=params,
+            engine_version=ENGINE_VERSION, seed=valid.scenario.seed,
+            fingerprint=fingerprint(valid.snapshot, name, version, params)))
+    experiment.traces = list(valid.traces)
+    experiment.templates = list(valid.templates)
+    stored = add_or_replay(session, experiment, "experiment")
+    if stored is not experiment:
+        return stored
+    for trace in valid.traces:
+        session.expire(trace, ["ref_count"])          # counted again when next read
+    return experiment
 
+
+@dataclass
+class ValidDocument:
+    """An experiment document checked through: the scenario, its snapshot as stored (trace
+    phases naming stored traces), the policies chosen with what they pin (name, version,
+    distribution, effective parameters), and the stored resources it uses."""
+
+    scenario: Scenario
+    snapshot: dict[str, Any]
+    chosen: list[dict[str, Any]]
+    pinned: list[tuple[str, str, str, dict[str, Any]]]
+    host: Optional[Host]
+    templates: list[VMTemplate]
+    traces: list[Trace]
+
+
+def validate_document(session: Session, document: Any, policies: Optional[Sequence[Any]] = None, *,
+                      settings: Settings) -> ValidDocument:
+    """Everything create_experiment checks, with nothing stored: ScenarioValidationError
+    naming each problem by its path in the document."""
     if not isinstance(document, dict):
         raise ScenarioValidationError({ROOT: ["an experiment must be a JSON object"]})
     if isinstance(document.get("vms"), list):
@@ -106,39 +136,20 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     event_problems = policy_event_problems(scenario.policy_events, chosen)
     if event_problems:
         raise ScenarioValidationError(event_problems)
-
     snapshot = scenario_to_dict(scenario)
     for (i, j), trace in traces.items():      # back to names relative to the trace folder
         snapshot["vms"][i]["workload"]["phases"][j]["trace"] = trace.path
-    experiment = Experiment(
-        name=scenario.name, description=scenario.description, seed=scenario.seed,
-        duration_s=scenario.duration_s, scenario=snapshot,
-        policies=[{"name": c["name"], "params": c["params"]} for c in chosen],
-        host_id=host.id if host is not None else None, idempotency_key=idempotency_key,
-        request_sha256=request_sha256)
-    for name, version, distribution, params in pinned:
-        experiment.runs.append(Run(
-            host_id=experiment.host_id, status=RunStatus.QUEUED.value, policy_name=name,
-            policy_version=version, plugin_distribution=distribution, params=params,
-            engine_version=ENGINE_VERSION, seed=scenario.seed,
-            fingerprint=fingerprint(snapshot, name, version, params)))
     used = sorted({t.id: t for t in traces.values()}.values(), key=lambda t: t.id)
-    experiment.traces = list(used)
-    experiment.templates = sorted(templates.values(), key=lambda t: t.id)
-    session.add(experiment)
-    try:
-        session.flush()
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        session.rollback()
-        existing = _replay(session, idempotency_key, request_sha256)
-        if existing is None:
-            raise
-        return existing
-    for trace in used:
-        session.expire(trace, ["ref_count"])          # counted again when next read
-    return experiment
+    return ValidDocument(scenario, snapshot, chosen, pinned, host, sorted(templates.values(), key=lambda t: t.id),
+                         used)
+
+
+def delete_with_experiments(session: Session, study: Any, experiments: Sequence[Experiment]) -> None:
+    """A sweep or capacity search with the experiments (and runs) it made."""
+    session.delete(study)
+    for experiment in experiments:
+        session.delete(experiment)
+    session.flush()
 
 
 def delete_experiment(session: Session, experiment: Experiment) -> None:
@@ -147,16 +158,6 @@ def delete_experiment(session: Session, experiment: Experiment) -> None:
     run gone stops at its next heartbeat without writing anything."""
     session.delete(experiment)
     session.flush()
-
-
-def _replay(session: Session, key: str, request_sha256: str) -> Optional[Experiment]:
-    existing = session.scalar(select(Experiment).where(Experiment.idempotency_key == key))
-    if existing is None:
-        return None
-    if existing.request_sha256 != request_sha256:
-        raise IdempotencyConflict(key, existing.id)
-    existing.created = False
-    return existing
 
 
 # --- references to stored resources ------------------------------------------------------------

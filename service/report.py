@@ -36,12 +36,14 @@ th:first-child,td:first-child{text-align:left} th{background:#f5f5f5} .base{back
 .chart{border:1px solid #eee;background:#fff} pre.error{background:#fff0f0;padding:.6rem;white-space:pre-wrap}
 .bar{display:inline-block;width:12rem;height:.7rem;background:#eee;vertical-align:middle}
 .bar span{display:block;height:100%;background:#1f77b4} code{background:#f4f4f4;padding:0 .2rem}
+.answer{font-size:1.1rem;background:#f3f8ff;border-left:4px solid #1f77b4;padding:.5rem .8rem}
 </style></head><body>
 <h1>{{ e.name }}</h1>
 <p class="muted">Experiment {{ e.id }}, created {{ e.created_at.strftime("%Y-%m-%d %H:%M:%S UTC") }};
 {{ "%g"|format(e.duration_s) }} s simulated, seed {{ e.seed }}, {{ runs|length }} polic{{ "y" if runs|length == 1 else "ies" }}.
 JSON: <a href="{{ links.experiment }}">experiment</a>, <a href="{{ links.comparison }}">comparison</a>.
 {% if unfinished %}<b>Runs are still going; this page reloads every 5 s.</b>{% endif %}</p>
+<p class="answer"><b>{{ answer }}</b></p>
 {% if e.description %}<p>{{ e.description }}</p>{% endif %}
 
 <h2>Policies compared</h2>
@@ -102,11 +104,36 @@ def render_report(experiment: Experiment, comparison: dict[str, Any], series: di
     vm_names = [vm["name"] for vm in scenario["vms"]]
     return _template.render(
         e=experiment, runs=runs, links=links, comparison=comparison, columns=COLUMNS, vm_names=vm_names,
+        answer=experiment_answer(scenario, comparison),
         unfinished=any(not run.finished for run in runs), host=scenario["host"],
         vms=[_vm_view(vm) for vm in scenario["vms"]],
         table=[_table_row(run, rows[run.id], vm_names) for run in runs],
         run_sections=[{"run": run, "params": _params(run.params), "csv": links["csv"][run.id],
                        "charts": _charts(series.get(run.id)), **_behaviour(run.summary)} for run in runs])
+
+
+def experiment_answer(scenario: dict[str, Any], comparison: dict[str, Any]) -> str:
+    """Which policy runs every VM, at what worst slowdown, in one sentence."""
+    host_mb = scenario["host"]["memory_mb"]
+    host = f"{host_mb / 1024:g} GB" if host_mb % 1024 == 0 else f"{host_mb:,} MB"
+    total = len(scenario["vms"])
+    parts, best = [], None
+    for row in comparison["runs"]:
+        if row["status"] != "succeeded":
+            parts.append(f"{row['policy']} {row['status']}")
+            continue
+        vms = row["vms"].values()
+        refused = sum(1 for vm in vms if vm["state"] == "refused")
+        slowdowns = [vm["slowdown"] for vm in vms if vm["slowdown"] is not None and vm["state"] != "refused"]
+        worst = max(slowdowns, default=None)
+        text = f"{row['policy']} runs {total - refused} of {total}" if refused else f"{row['policy']} runs all {total}"
+        if worst is not None:
+            text += f" at {worst:.2f}x worst slowdown"
+        parts.append(text)
+        if not refused and worst is not None and (best is None or worst < best[1]):
+            best = (row["policy"], worst)
+    verdict = f" Lowest worst slowdown with every VM running: {best[0]}." if best and len(parts) > 1 else ""
+    return f"On this {host} host with {total} VM{'s' if total != 1 else ''}: {'; '.join(parts)}.{verdict}"
 
 
 def _behaviour(summary: Optional[dict[str, Any]]) -> dict[str, Any]:

@@ -31,6 +31,20 @@ def enqueue(run_ids: Iterable[int], app=None) -> list[str]:
     return [app.send_task(RUN_TASK, args=[int(run_id)]).id for run_id in run_ids]
 
 
+def enqueue_group(run_ids: Iterable[int], app=None) -> None:
+    """Send the runs of a sweep or a search as one Celery group: every message goes to the queue
+    at once, so that each idle worker, on any machine, takes the next one."""
+    from celery import group
+
+    from .celery_app import RUN_TASK
+
+    if app is None:
+        from .celery_app import app
+    ids = [int(run_id) for run_id in run_ids]
+    if ids:
+        group(app.signature(RUN_TASK, args=[run_id]) for run_id in ids).apply_async()
+
+
 def request_cancel(session: Session, run_id: int) -> Optional[Run]:
     """Cancel a run: a queued one at once, a running one at the worker's next check (within about
     a heartbeat interval). A finished run is left as it is. Returns the run (refreshed), or None
@@ -48,6 +62,14 @@ def request_cancel(session: Session, run_id: int) -> Optional[Run]:
     if run is not None:
         session.refresh(run)
     return run
+
+
+def cancel_unfinished(session: Session, runs: Iterable[Run]) -> int:
+    """``request_cancel`` each run not yet finished; how many were asked to stop."""
+    unfinished = [run.id for run in runs if not run.finished]
+    for run_id in unfinished:
+        request_cancel(session, run_id)
+    return len(unfinished)
 
 
 def recover_stale_runs(session: Session, settings: Optional[Settings] = None,

@@ -28,7 +28,10 @@ Variables:
 ``VMEMLAB_MAX_REQUEST_BYTES``
     Largest JSON request body the API accepts (413 over it). Default 16 MiB.
 ``VMEMLAB_MAX_VMS``
-    Most VMs one experiment may simulate. Default 256.
+    Most VMs one experiment may simulate. Default 256. Also the most copies a capacity search
+    may try.
+``VMEMLAB_MAX_SWEEP_RUNS``
+    Most runs (points times policies) one sweep may make. Default 1000.
 ``VMEMLAB_MAX_DURATION_S``
     Longest simulated time of an experiment, in seconds. Default 86400 (a day).
 ``VMEMLAB_MAX_EPOCHS``
@@ -125,6 +128,7 @@ class Settings:
     max_policies: int = 32
     max_request_bytes: int = 16 * 2**20
     max_vms: int = 256
+    max_sweep_runs: int = 1000
     max_duration_s: float = 86400.0
     max_epochs: int = 1_000_000
     max_refs: int = 50_000_000_000
@@ -167,6 +171,7 @@ class Settings:
             max_policies=_number(env, "VMEMLAB_MAX_POLICIES", int, 32, low=1),
             max_request_bytes=_number(env, "VMEMLAB_MAX_REQUEST_BYTES", int, 16 * 2**20, low=1024),
             max_vms=_count(env, "VMEMLAB_MAX_VMS", 256),
+            max_sweep_runs=_count(env, "VMEMLAB_MAX_SWEEP_RUNS", 1000),
             max_duration_s=_number(env, "VMEMLAB_MAX_DURATION_S", float, 86400.0, low=0.001),
             max_epochs=_count(env, "VMEMLAB_MAX_EPOCHS", 1_000_000),
             max_refs=_count(env, "VMEMLAB_MAX_REFS", 50_000_000_000),

@@ -45,10 +45,11 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from .celery_app import RUN_TASK, app
-from .db import first_line, is_connection_failure, session_scope
+from .db import first_line, is_connection_failure, session_scope, with_db_retry
 from .engine import ENGINE_VERSION, RunCancelled, simulate
 from .engine.hooks import HookTimer, describe_failure
-from .models import METRIC_COLUMNS, Experiment, PluginRegistration, Run, RunSeries, RunStatus, utcnow
+from .models import Experiment, PluginRegistration, Run, RunSeries, RunStatus, utcnow
+from .models.runs import metrics_from_summary
 from .policies import BrokenPolicyError, UnknownPolicyError, load_policy
 from .scenario import ScenarioValidationError, load_scenario
 from .sdk import PolicyParameterError
@@ -69,30 +70,6 @@ class Lease:
     run_id: int
     attempt: int
     worker: str
-
-
-# --- database retries ---------------------------------------------------------------------------
-
-# Waits between the tries of one database step whose connection failed: 6 tries in about 3 s.
-DB_RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6)
-
-
-def with_db_retry(what: str, step, *args: Any) -> Any:
-    """``step(*args, retried=...)``, tried again after each transient database failure, up to
-    ``len(DB_RETRY_DELAYS_S)`` times with backoff; ``retried`` tells the step whether an earlier
-    try failed (whose commit may have gone through with only its answer lost). Only for steps
-    that are one transaction each."""
-    retried = False
-    for delay in (*DB_RETRY_DELAYS_S, None):
-        try:
-            return step(*args, retried=retried)
-        except (DBAPIError, DisconnectionError) as exc:
-            if delay is None or not is_connection_failure(exc):
-                raise
-            log.warning("%s: the database connection failed (%s); trying again in %g s", what, first_line(exc), delay)
-            retried = True
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 # --- the state machine --------------------------------------------------------------------------
@@ -179,7 +156,7 @@ def store_result(lease: Lease, summary: dict[str, Any], series: dict[str, Any], 
     Raises UnstorableResult, before touching the database, if summary or events are not JSON."""
     now = utcnow()
     summary = _finite(summary)
-    metrics = {column: _metric(summary, path) for column, path in METRIC_COLUMNS.items()}
+    metrics = metrics_from_summary(summary)
     events = _finite(events)
     try:
         json.dumps([summary, events], allow_nan=False)
@@ -351,15 +328,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _metric(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = summary
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
 # --- the Celery task ------------------------------------------------------------------------------
 
 def hard_time_limit(soft_s: float) -> Optional[float]:
@@ -416,5 +384,11 @@ _RUN_TIME_LIMIT_S = get_settings().run_time_limit_s
 @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, Request=RunRequest,
           soft_time_limit=_RUN_TIME_LIMIT_S or None, time_limit=hard_time_limit(_RUN_TIME_LIMIT_S))
 def run_simulation(self, run_id: int) -> str:
-    """Simulate run ``run_id``; see the module docstring."""
-    return execute_run(run_id, worker=default_worker_name(self.request.hostname))
+    """Simulate run ``run_id``; see the module docstring. A capacity search's probe that ended
+    makes the search go on (its next probe, queued for any worker)."""
+    outcome = execute_run(run_id, worker=default_worker_name(self.request.hostname))
+    if outcome != "lost":
+        from .capacity_searches import advance_and_enqueue
+
+        advance_and_enqueue(app, run_id=run_id)
+    return outcome

@@ -103,6 +103,6 @@ def test_the_cli_answers_in_one_line(tmp_path, capfd):
     assert "[static] 1 x web: fits" in err
     assert main(argv + ["--quiet"]) == 0
     first = capfd.readouterr().out.splitlines()[0]
-    assert first.startswith("On this 2,048 MB host at <= 2x slowdown, copies of web that fit: static 3, overcommit ")
+    assert first.startswith("On this 2 GB host at <= 2x slowdown, copies of web that fit: static 3, overcommit ")
     assert main(["capacity", str(path), "--vm", "nope", "--sla", "2"]) == 2
     assert "no VM named 'nope'" in capfd.readouterr().err

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 
 def blueprints() -> list[tuple[Blueprint, str]]:
     """Every API blueprint with its URL prefix, in the order the OpenAPI document lists them."""
-    from . import comparisons, experiments, health, hosts, plugins, runs, traces, vm_templates
+    from . import capacity_searches, comparisons, experiments, health, hosts, plugins, runs, sweeps, traces, vm_templates
 
     return [
         (hosts.blp, "/api/v1/hosts"),
@@ -17,5 +17,7 @@ def blueprints() -> list[tuple[Blueprint, str]]:
         (experiments.blp, "/api/v1/experiments"),
         (runs.blp, "/api/v1/runs"),
         (comparisons.blp, "/api/v1/comparisons"),
+        (sweeps.blp, "/api/v1/sweeps"),
+        (capacity_searches.blp, "/api/v1/capacity-searches"),
         (health.blp, "/api/v1/health"),
     ]

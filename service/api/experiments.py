@@ -8,30 +8,26 @@ request (with the same ``Idempotency-Key``, if any) is safe.
 """
 from __future__ import annotations
 
-import logging
-
-from flask import request, url_for
+from flask import url_for
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from ..experiments import IdempotencyConflict, create_experiment, delete_experiment
+from ..experiments import create_experiment, delete_experiment
 from ..models import Experiment
 from ..policies import DEFAULT_POLICY
 from ..runs import compare, enqueue, request_cancel
-from ..scenario import ScenarioValidationError
-from .common import Blueprint, Listing, SQLPage, celery, db, documented_errors, invalid, settings
+from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, settings
 from .schemas.experiments import (
     ComparisonSchema, ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema,
     ExperimentSchema,
 )
+from .submission import create_and_queue
 
-log = logging.getLogger(__name__)
 blp = Blueprint("experiments", __name__, description="Experiments: one scenario, one run per policy.")
 
-RETRY_AFTER_S = 10
 DOCUMENT_BODY = {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/ExperimentDocument"}}}}
 
@@ -80,42 +76,11 @@ class Experiments(MethodView):
              description="The body is the scenario format of `vmemlab simulate` plus `policies`; a scenario "
                          "file can be posted as it is. Errors name each field by its path in the document.")
     def post(self, headers: dict):
-        if not request.is_json:
-            abort(415, message="send the experiment as JSON (Content-Type: application/json)")
-        document = request.get_json(silent=True)
-        if document is None:
-            abort(400, message="the body is not valid JSON")
-        session = db()
-        try:
-            experiment = create_experiment(session, document, idempotency_key=headers.get("idempotency_key"),
-                                           settings=settings())
-        except ScenarioValidationError as exc:
-            session.rollback()
-            invalid("json", exc.errors, message=f"invalid experiment: {'; '.join(exc.lines()[:5])}")
-        except IdempotencyConflict as exc:
-            session.rollback()
-            abort(409, message=str(exc))
-        if not experiment.created:
-            return experiment, 200, _location(experiment)
-        session.commit()
-        try:
-            enqueue([run.id for run in experiment.runs], app=celery())
-        except Exception:
-            log.exception("queueing the runs of experiment %s failed; withdrawing it", experiment.id)
-            _withdraw(experiment)
-            abort(503, message="the task broker is unreachable, so the experiment was not stored; retry later",
-                  headers={"Retry-After": str(RETRY_AFTER_S)})
-        return experiment, 201, _location(experiment)
-
-
-def _withdraw(experiment: Experiment) -> None:
-    session = db()
-    try:
-        delete_experiment(session, experiment)
-        session.commit()
-    except Exception:
-        session.rollback()
-        log.exception("withdrawing experiment %s failed: its runs stay queued until re-sent", experiment.id)
+        experiment = create_and_queue(
+            "experiment", lambda session, body: create_experiment(session, body, idempotency_key=headers.get("idempotency_key"),
+                                                                  settings=settings()),
+            lambda experiment: [run.id for run in experiment.runs], delete_experiment, enqueue)
+        return experiment, 201 if experiment.created else 200, _location(experiment)
 
 
 @blp.route("/<int:experiment_id>")

@@ -1,7 +1,8 @@
-"""The ``vmemlab`` command line: simulate a scenario under one or more policies, compute miss
-counts of a recorded trace, list installed policies; and run the service: migrate its database
-(``db upgrade``), serve the API (``serve``), run a Celery worker (``worker``), both together on
-one machine (``up``), and submit a scenario to a running service over HTTP (``submit``).
+"""The ``vmemlab`` command line: simulate a scenario under one or more policies, sweep it over a
+grid of values, compute miss counts of a recorded trace, list installed policies; and run the
+service: migrate its database (``db upgrade``), serve the API (``serve``), run a Celery worker
+(``worker``), both together on one machine (``up``), and submit a scenario or a sweep to a
+running service over HTTP (``submit``).
 
 User mistakes (a bad scenario, an unknown policy, a malformed trace, a missing file) are printed
 as ``error: ...`` lines on stderr with exit status 2, never as a traceback.
@@ -28,6 +29,7 @@ from .plugins import command_plugins, command_plugins_new
 from .serve import command_serve, command_up, command_worker
 from .simulate import ProgressLine, command_simulate, format_simulation
 from .submit import command_submit
+from .sweep import command_sweep
 
 __all__ = ["ProgressLine", "build_parser", "format_simulation", "frames_for", "main", "parse_frames"]
 
@@ -81,6 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--quiet", action="store_true", help="no probe lines on stderr")
     capacity.set_defaults(run=command_capacity)
 
+    sweep = commands.add_parser(
+        "sweep", help="run a scenario at every point of a grid of values, under each policy",
+        description="Set fields of the scenario along axes and run every point of the axes' cartesian "
+                    "product (the first axis varying slowest) under each policy: one simulation per point "
+                    "and policy, in parallel processes, every point checked before any run. An axis path "
+                    "names a field as the document writes it: host.memory_mb, vms[web].count (a VM entry "
+                    "by name, or vms[0] by position), vms[web].workload.phases[0].footprint_mb, "
+                    "policies[esx].params.idle_tax_pct (the policies run, --policy or the scenario's).")
+    sweep.add_argument("scenario", metavar="SCENARIO.json")
+    axis_option(sweep)
+    policy_options(sweep)
+    sweep.add_argument("--jobs", type=_positive_int, default=None, help="parallel processes (default: one per core)")
+    sweep.add_argument("--json", action="store_true", help="one JSON object per point and policy: point, policy, "
+                                                           "params, status, error, metrics")
+    sweep.add_argument("--quiet", action="store_true", help="no line per finished run on stderr")
+    sweep.set_defaults(run=command_sweep)
+
     plugins = commands.add_parser("plugins", help="list installed policies and their parameters; "
                                                   "'plugins new NAME' starts a new one")
     plugins.add_argument("--json", action="store_true")
@@ -104,6 +123,13 @@ def policy_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
                         help=f"{prefix}policy to run instead of the scenario's list; repeat for several")
     parser.add_argument("--param", action="append", metavar="NAME.KEY=VALUE",
                         help=f"{prefix}set a policy parameter (VALUE is read as JSON if it parses, else as a string)")
+
+
+def axis_option(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    parser.add_argument("--axis", action="append", metavar="PATH=V1,V2,...|PATH=START:STOP:STEP",
+                        help=f"{prefix}a field to vary and its values (stop included when a step lands on it), "
+                             "e.g. host.memory_mb=4096,6144 or vms[web].count=1:8:1; values are read as JSON "
+                             "if they parse, else as strings; repeat for several axes")
 
 
 def add_service_commands(commands: Any) -> None:
@@ -185,14 +211,18 @@ def add_service_commands(commands: Any) -> None:
 
     submit = commands.add_parser(
         "submit", help="submit a scenario to a running service over HTTP",
-        description="POST a scenario to the API as an experiment (one run per policy). With --wait, "
-                    "show the runs' progress, then print their comparison; always prints the report URL.")
+        description="POST a scenario to the API as an experiment (one run per policy), or with --sweep "
+                    "as a sweep (one run per point of the --axis grid and policy). With --wait, show the "
+                    "runs' progress, then print their comparison; always prints the report URL.")
     submit.add_argument("scenario", metavar="SCENARIO.json")
     submit.add_argument("--url", default=os.environ.get("VMEMLAB_URL") or DEFAULT_URL,
                         help=f"the service (default $VMEMLAB_URL or {DEFAULT_URL})")
     submit.add_argument("--token", default=os.environ.get("VMEMLAB_TOKEN"),
                         help="bearer token (default $VMEMLAB_TOKEN; vmemlab tokens create makes one)")
     policy_options(submit)
+    submit.add_argument("--sweep", action="store_true",
+                        help="submit a sweep over the --axis values (POST /api/v1/sweeps) instead of an experiment")
+    axis_option(submit, "with --sweep: ")
     submit.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
     submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="with --wait: give up waiting after this long (the runs go on)")

@@ -9,7 +9,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence, TextIO
 
-from ..capacity import SLA, Capacity, Probe, capacity_search, copies_of, with_copies
+from ..capacity import SLA, Capacity, Probe, answer_line, capacity_search, copies_of, with_copies
 from ..policies import load_policy
 from ..scenario import load_scenario_file
 from .common import Column, UsageError, _mb, _ratio, format_table
@@ -51,18 +51,7 @@ def _search(scenario, vm: str, policy: str, params: dict, sla: SLA, max_count: i
 
 
 def one_line(results: Sequence[Capacity], scenario, vm: str, sla: SLA) -> str:
-    """The answer in words and figures, against static where it ran."""
-    base = next((r.count for r in results if r.policy == "static"), None)
-    parts = []
-    for r in results:
-        text = f"{r.policy} {r.count}"
-        if base and r.policy != "static":
-            text += f" ({(r.count / base - 1) * 100:+.0f}%)"
-        if r.limited_by == "bound":
-            text += " (the bound)"
-        parts.append(text)
-    return (f"On this {scenario.host.memory_mb:,} MB host at <= {sla.max_slowdown:g}x slowdown, copies of {vm} that "
-            f"fit: {', '.join(parts)}.")
+    return answer_line([r.as_dict() for r in results], scenario.host.memory_mb, vm, sla.max_slowdown)
 
 
 CAPACITY_COLUMNS = (

@@ -1,4 +1,6 @@
-"""``vmemlab submit``: a scenario posted to a running service over HTTP, its runs followed, their comparison printed."""
+"""``vmemlab submit``: a scenario posted to a running service over HTTP, its runs followed, their comparison
+printed; with ``--sweep``, the scenario and a grid of axes posted as a sweep, its results printed as
+``vmemlab sweep`` prints them."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +11,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from ..client import FINISHED as FINISHED_STATUSES
 from .common import UsageError
-from .simulate import choose_policies, format_simulation, parse_param_overrides
+from .simulate import ProgressLine, choose_policies, format_simulation, parse_param_overrides
 
 
 def _read_document(path: str) -> dict:
@@ -37,21 +39,48 @@ def _submission(path: str, cli_policies: Sequence[str], params: Sequence[str]) -
     document = _read_document(path)
     overrides = parse_param_overrides(params)
     if cli_policies or overrides:
-        listed = document.get("policies") if isinstance(document.get("policies"), list) else []
-        listed = [p for p in listed if isinstance(p, dict) and "name" in p]
-        document["policies"] = choose_policies(cli_policies, listed, overrides)
+        document["policies"] = choose_policies(cli_policies, listed_policies(document), overrides)
     return document
+
+
+def listed_policies(document: dict) -> list[dict]:
+    """The document's own policy entries that name one (the server or the schema judges the rest)."""
+    listed = document.get("policies") if isinstance(document.get("policies"), list) else []
+    return [p for p in listed if isinstance(p, dict) and "name" in p]
+
+
+def _sweep_submission(path: str, axes: Sequence[str], cli_policies: Sequence[str], params: Sequence[str]) -> dict:
+    """The body of ``POST /sweeps``: the file as it is, the axes with their values spelled out,
+    and the policies only when ``--policy`` or ``--param`` chose them (else the scenario's apply)."""
+    from .sweep import parse_axes      # here: sweep.py imports this module
+
+    parsed = parse_axes(axes)
+    document = _read_document(path)
+    body = {"name": document.get("name") or Path(path).stem, "scenario": document,
+            "axes": [{"path": axis.path, "values": list(axis.values)} for axis in parsed]}
+    overrides = parse_param_overrides(params)
+    if cli_policies or overrides:
+        body["policies"] = choose_policies(cli_policies, listed_policies(document), overrides)
+    return body
 
 
 def command_submit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..client import Client
 
-    document = _submission(args.scenario, args.policy or [], args.param or [])
+    if args.axis and not args.sweep:
+        raise UsageError("--axis needs --sweep: an experiment has no axes")
+    if args.sweep:
+        body = _sweep_submission(args.scenario, args.axis or [], args.policy or [], args.param or [])
+    else:
+        document = _submission(args.scenario, args.policy or [], args.param or [])
     try:
         client = Client(args.url, token=args.token)
     except ValueError as exc:
         raise UsageError(f"--url: {exc}") from None
     try:
+        if args.sweep:
+            return submit_sweep(client, body, out, err, wait=args.wait, quiet=args.quiet,
+                                timeout_s=args.timeout, json_output=args.json, poll_s=args.poll)
         return submit_document(client, document, out, err, wait=args.wait, quiet=args.quiet,
                                timeout_s=args.timeout, json_output=args.json, poll_s=args.poll)
     except KeyboardInterrupt:
@@ -121,6 +150,58 @@ def submit_document(client: Any, document: dict, out: TextIO, err: TextIO, *, wa
     out.write(f"\nreport: {report}\n")
     out.flush()
     return 1 if problems else 0
+
+
+def submit_sweep(client: Any, body: dict, out: TextIO, err: TextIO, *, wait: bool, quiet: bool = False,
+                 timeout_s: float | None = None, json_output: bool = False, poll_s: float = 0.5) -> int:
+    """POST the body as a sweep; with ``wait``, follow it to the end and print its results as
+    ``vmemlab sweep`` does. 0 if every run succeeded (or not waiting), 1 if not."""
+    from .sweep import format_sweep
+
+    sweep = client.create_sweep(body)
+    sweep_id = int(sweep["id"])
+    links = sweep.get("links") or {}
+    report = client.link_url(links.get("report") or f"/sweeps/{sweep_id}/report")
+    total = sweep.get("runs_total")
+    out.write(f"sweep {sweep_id}: {total if total is not None else '?'} runs, {len(body['axes'])} "
+              f"ax{'es' if len(body['axes']) != 1 else 'is'}\n")
+    out.flush()
+    if not wait:
+        out.write(f"report: {report}\n")
+        return 0
+
+    progress = ProgressLine(f"sweep {sweep_id}", err, enabled=not quiet)
+    started = time.monotonic()
+    while True:
+        progress(_fraction(sweep.get("progress")))
+        if sweep.get("status") in FINISHED_STATUSES:
+            break
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            progress.abandon()
+            err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
+            return 1
+        time.sleep(poll_s)
+        sweep = client.sweep(sweep_id)
+    progress.finish()
+    status = sweep.get("status")
+    if not quiet:
+        counts = ", ".join(f"{n} {s}" for s, n in (sweep.get("runs_by_status") or {}).items() if n)
+        err.write(f"sweep {sweep_id} {status}" + (f": {counts}" if counts else "") + "\n")
+    rows = client.sweep_results({**sweep, "links": sweep.get("links") or links})
+    if json_output:
+        out.write(json.dumps(rows, indent=2) + "\n")
+    elif rows:
+        out.write("\n" + format_sweep(rows, [axis["path"] for axis in body["axes"]]))
+    out.write(f"\nreport: {report}\n")
+    out.flush()
+    return 0 if status == "succeeded" and all(r.get("status") == "succeeded" for r in rows) else 1
+
+
+def _fraction(value: Any) -> float:
+    try:
+        return float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _run_policy(run: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import math
 import zlib
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -45,6 +46,22 @@ METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "vms_refused": ("vms_refused",),
     "vms_blocked": ("vms_blocked",),
 }
+
+
+def metrics_from_summary(summary: Any) -> dict[str, Any]:
+    """The metric columns of an engine summary, as the worker stores them (it makes non-finite
+    numbers None first): a missing, non-numeric or non-finite value is None, so a failed run's
+    empty summary gives every column, each None."""
+    metrics: dict[str, Any] = {}
+    for column, path in METRIC_COLUMNS.items():
+        value = summary
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if hasattr(value, "item") and callable(value.item):      # numpy scalars
+            value = value.item()
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        metrics[column] = value if numeric and math.isfinite(value) else None
+    return metrics
 
 
 class Run(Base):

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from service import db, registry
 from service.catalog import TraceUploadError, store_trace, validate_host_spec
-from service.experiments import IdempotencyConflict, create_experiment
+from service.experiments import create_experiment
+from service.idempotency import IdempotencyConflict
 from service.models import Experiment, Host, PluginRegistration, Run, Trace, VMTemplate
 from service.policies import load_policy
 from service.scenario import ScenarioValidationError

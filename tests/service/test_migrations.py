@@ -11,7 +11,8 @@ from service import db
 from service.models import Base
 
 TABLES = {"hosts", "vm_templates", "traces", "plugins", "experiments", "experiment_traces", "experiment_templates",
-          "runs", "run_series", "api_tokens"}
+          "runs", "run_series", "api_tokens", "sweeps", "sweep_points",
+          "capacity_searches", "capacity_probes"}
 
 
 def _tables(url: str) -> set[str]:
