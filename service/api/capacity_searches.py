@@ -19,9 +19,20 @@ from .schemas.studies import CapacityHistorySchema, CapacitySearchSchema, StudyQ
 
 blp = Blueprint("capacity_searches", __name__,
                 description="Capacity searches: how many copies of a VM fit, per policy, within an SLA.")
-SEARCH_BODY = {"required": True, "content": {"application/json": {"schema": {"type": "object", "example": {
-    "scenario": {"$ref": "an experiment document"}, "vm": "web", "sla": {"max_slowdown": 1.5},
-    "policies": [{"name": "static"}, {"name": "esx"}, {"name": "dynamic-memory"}], "max_count": 64}}}}}
+SEARCH_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["scenario", "vm", "sla"], "properties": {
+        "name": {"type": "string", "maxLength": 200},
+        "scenario": {"$ref": "#/components/schemas/ExperimentDocument"},
+        "vm": {"type": "string", "description": "the VM to copy (or the entry with count that made its copies)"},
+        "sla": {"type": "object", "required": ["max_slowdown"], "properties": {
+            "max_slowdown": {"type": "number", "minimum": 1}, "min_fairness": {"type": "number"},
+            "max_blocked_fraction": {"type": "number", "default": 0.05}}},
+        "policies": {"type": "array", "items": {"$ref": "#/components/schemas/PolicyChoiceDoc"}},
+        "max_count": {"type": "integer", "minimum": 1, "default": 64}},
+    "example": {"scenario": {"duration_s": 60, "host": {"memory_mb": 6144},
+                             "vms": [{"name": "web", "memory_mb": 2048}]},
+                "vm": "web", "sla": {"max_slowdown": 1.5}, "max_count": 16,
+                "policies": [{"name": "static"}, {"name": "esx"}, {"name": "dynamic-memory"}]}}}}}
 
 
 def _loaded():

@@ -19,11 +19,21 @@ from .schemas.studies import SweepDetailSchema, SweepResultsQuerySchema, SweepRe
 
 blp = Blueprint("sweeps", __name__, description="Sweeps: a scenario over a grid of values, one run per point and "
                                                 "policy.")
-SWEEP_BODY = {"required": True, "content": {"application/json": {"schema": {"type": "object", "example": {
-    "name": "seed by host size", "scenario": {"$ref": "an experiment document"},
-    "axes": [{"path": "host.memory_mb", "values": [4096, 6144, 8192]},
-             {"path": "policies[esx].params.idle_tax_pct", "start": 0, "stop": 90, "step": 45}],
-    "policies": [{"name": "static"}, {"name": "esx"}]}}}}}
+AXIS = {"type": "object", "required": ["path"], "properties": {
+    "path": {"type": "string", "description": "host.memory_mb, vms[web].count, policies[esx].params.idle_tax_pct"},
+    "values": {"type": "array", "minItems": 1, "items": {}},
+    "start": {"type": "number"}, "stop": {"type": "number"}, "step": {"type": "number"}}}
+SWEEP_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["scenario", "axes"], "properties": {
+        "name": {"type": "string", "maxLength": 200},
+        "scenario": {"$ref": "#/components/schemas/ExperimentDocument"},
+        "axes": {"type": "array", "minItems": 1, "items": AXIS},
+        "policies": {"type": "array", "items": {"$ref": "#/components/schemas/PolicyChoiceDoc"}}},
+    "example": {"name": "seed by host size", "scenario": {"duration_s": 60, "host": {"memory_mb": 6144},
+                                                          "vms": [{"name": "web", "memory_mb": 4096}]},
+                "axes": [{"path": "host.memory_mb", "values": [4096, 6144, 8192]},
+                         {"path": "policies[esx].params.idle_tax_pct", "start": 0, "stop": 90, "step": 45}],
+                "policies": [{"name": "static"}, {"name": "esx"}]}}}}}
 
 
 def _loaded():

@@ -106,6 +106,23 @@ def seed(folder: Path) -> Seeded:
         assert execute_run(run["id"], worker="fuzz", settings=settings) == "succeeded"
     # and one experiment whose runs stay queued (cancel answers 202 for those)
     created(client.post("/api/v1/experiments", json={**document, "name": "queued"}))
+    # a finished sweep and a finished capacity search (their runs driven as a worker does)
+    from service.capacity_searches import advance_and_enqueue
+
+    celery = client.application.extensions["vmemlab"].celery
+    sweep = client.post("/api/v1/sweeps", json={"scenario": document, "axes": [{"path": "seed", "values": [3, 4]}],
+                                                "policies": [{"name": "static"}]})
+    assert sweep.status_code == 202, sweep.get_data(as_text=True)
+    for row in sweep.get_json()["results"]:
+        assert execute_run(row["run_id"], worker="fuzz", settings=settings) == "succeeded"
+    search = client.post("/api/v1/capacity-searches", json={"scenario": document, "vm": "a", "max_count": 2,
+                                                            "sla": {"max_slowdown": 3}, "policies": [{"name": "static"}]})
+    assert search.status_code == 202, search.get_data(as_text=True)
+    while client.get("/api/v1/capacity-searches/1").get_json()["status"] == "running":
+        for run in client.get("/api/v1/runs?status=queued&page_size=100").get_json():
+            if run["experiment_id"] > 2:          # not the queued experiment's runs
+                execute_run(run["id"], worker="fuzz", settings=settings)
+                advance_and_enqueue(celery, run_id=run["id"])
     db.dispose_engines()
     return Seeded(settings, token)
 
@@ -164,7 +181,7 @@ def call(case: Any, app: Flask, record: StatusRecord, token: str) -> Any:
 def _concrete(path: str) -> str:
     """A URL of an operation's path: id 1, plugin kvm."""
     url = path.replace("{name}", "kvm")
-    for parameter in ("host_id", "template_id", "trace_id", "experiment_id", "run_id"):
+    for parameter in ("host_id", "template_id", "trace_id", "experiment_id", "run_id", "sweep_id", "search_id"):
         url = url.replace("{" + parameter + "}", "1")
     return url
 
@@ -261,6 +278,20 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     with mock.patch("service.api.experiments.enqueue", raising(ConnectionError("broker down"))):
         response = request("POST", experiments, experiments, 503, json=document)
         assert response.headers["Retry-After"]
+    studies = (("/api/v1/sweeps", "sweep_id", "enqueue_group", "service.api.sweeps",
+                {"scenario": document, "axes": [{"path": "seed", "values": [5, 6]}]}),
+               ("/api/v1/capacity-searches", "search_id", "enqueue_group", "service.api.capacity_searches",
+                {"scenario": document, "vm": "a", "sla": {"max_slowdown": 2}, "max_count": 2}))
+    for collection, id_name, enqueue_name, module, body in studies:
+        item = f"{collection}/{{{id_name}}}"
+        key = {"Idempotency-Key": f"fuzz-{id_name}"}
+        made = request("POST", collection, collection, 202, json=body, headers=key).get_json()
+        request("POST", collection, collection, 200, json=body, headers=key)
+        request("POST", collection, collection, 409, json={**body, "name": "another"}, headers=key)
+        with mock.patch(f"{module}.{enqueue_name}", raising(ConnectionError("broker down"))):
+            assert request("POST", collection, collection, 503, json=body).headers["Retry-After"]
+        request("POST", f"{item}/cancel", f"{collection}/{made['id']}/cancel", 202)
+        request("DELETE", item, f"{collection}/{made['id']}", 204)
     with mock.patch("service.api.health._broker", raising(ConnectionError("broker down"))):
         request("GET", "/api/v1/health", "/api/v1/health", 503)
 
