@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .answers import host_size
 from .engine import Scenario, simulate
 from .scenario import replicate
 
@@ -212,5 +213,5 @@ def answer_line(results: list[dict[str, Any]], host_memory_mb: float, vm_name: s
         if r.get("limited_by") == "bound":
             text += " (the bound)"
         parts.append(text)
-    host = f"{host_memory_mb / 1024:,g} GB" if host_memory_mb % 1024 == 0 else f"{host_memory_mb:,.0f} MB"
-    return f"On this {host} host at <= {max_slowdown:g}x slowdown, copies of {vm_name} that fit: {', '.join(parts)}."
+    return (f"On this {host_size(host_memory_mb)} host at <= {max_slowdown:g}x slowdown, copies of {vm_name} "
+            f"that fit: {', '.join(parts)}.")

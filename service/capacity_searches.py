@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from .capacity import SLA, Capacity, Probe, conclude, judge, next_count, startable, with_copies
 from .db import first_line, session_scope
@@ -48,7 +48,8 @@ def create_search(session: Session, body: Any, idempotency_key: Optional[str] = 
     try:
         valid = validate_document(session, body["scenario"], body.get("policies"), settings=settings)
     except ScenarioValidationError as exc:
-        raise ScenarioValidationError({_in_request(path): m for path, m in exc.errors.items()}) from None
+        raise ScenarioValidationError({_in_request(path, "policies" in body): m
+                                       for path, m in exc.errors.items()}) from None
     try:
         with_copies(valid.scenario, vm, 1)
     except ValueError as exc:
@@ -107,17 +108,26 @@ def _read_request(body: Any, settings: Settings) -> tuple[str, dict, int]:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             errors[f"sla.{key}"] = [f"a number from {low:g} to {high:g}" + (" (required)" if required else "")]
+    if "policies" in body and not isinstance(body["policies"], list):
+        errors["policies"] = ['a list of {"name", "params"}']
+    for key in ("name", "vm"):
+        if isinstance(body.get(key), str) and "\x00" in body[key]:
+            errors[key] = ["must not contain NUL characters"]
     max_count = body.get("max_count", 64)
     if isinstance(max_count, bool) or not isinstance(max_count, int) or not 1 <= max_count <= settings.max_vms:
         errors["max_count"] = [f"an integer from 1 to {settings.max_vms} (VMEMLAB_MAX_VMS)"]
     if errors:
         raise ScenarioValidationError(errors)
+    blocked = sla.get("max_blocked_fraction")
     return vm, {"max_slowdown": float(sla["max_slowdown"]), "min_fairness": sla.get("min_fairness"),
-                "max_blocked_fraction": float(sla.get("max_blocked_fraction", 0.05))}, max_count
+                "max_blocked_fraction": 0.05 if blocked is None else float(blocked)}, max_count
 
 
-def _in_request(path: str) -> str:
-    return path if path.startswith("policies") else "scenario" if path == ROOT else f"scenario.{path}"
+def _in_request(path: str, policies_in_body: bool) -> str:
+    """Where a problem of the scenario document is in the request."""
+    if policies_in_body and path.startswith("policies"):
+        return path
+    return "scenario" if path == ROOT else f"scenario.{path}"
 
 
 def probe_document(snapshot: dict, vm: str, count: int) -> dict:
@@ -148,8 +158,9 @@ def _add_probe(session: Session, search: CapacitySearch, index: int, count: int,
 
 def advance(search_id: int, settings: Optional[Settings] = None) -> list[int]:
     """Add the next probe of every policy whose probes have all ended, each in its own
-    transaction; write the results once every policy's search is over. Returns the new runs'
-    ids, committed, for the caller to enqueue."""
+    transaction that holds the search row (so that a cancel or delete either comes first and no
+    probe is added, or comes after and sees it); write the results once every policy's search is
+    over. Returns the new runs' ids, committed, for the caller to enqueue."""
     settings = settings or get_settings()
     new_runs: list[int] = []
     with session_scope() as session:
@@ -160,7 +171,10 @@ def advance(search_id: int, settings: Optional[Settings] = None) -> list[int]:
     for index, count in wanted:
         try:
             with session_scope() as session:
-                search = _load(session, search_id)
+                search = session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id)
+                                        .with_for_update())
+                if search is None or search.cancelled_at is not None:
+                    break
                 experiment = _add_probe(session, search, index, count, settings)
                 session.flush()
                 new_runs += [run.id for run in experiment.runs]
@@ -171,6 +185,8 @@ def advance(search_id: int, settings: Optional[Settings] = None) -> list[int]:
                                      f"{'; '.join(exc.lines()[:3])}")
     with session_scope() as session:
         search = _load(session, search_id)
+        if search is None:
+            return new_runs
         states = policy_states(search)
         if all(state["status"] != "running" for state in states):
             session.execute(update(CapacitySearch).where(CapacitySearch.id == search_id,
@@ -191,17 +207,23 @@ def advance_for_run(run_id: int, settings: Optional[Settings] = None) -> list[in
 def advance_and_enqueue(app: Any = None, run_id: Optional[int] = None) -> list[int]:
     """For a worker: advance the search whose probe ``run_id`` is (or, without one, every
     unfinished search, as the recovery sweep does) and queue the new probes. Never raises: a
-    failure here is logged, and the next recovery sweep tries again."""
+    failure is logged, and the next recovery sweep tries again; one search that fails does not
+    hold up the others."""
     try:
-        if run_id is not None:
-            new_runs = advance_for_run(run_id)
-        else:
-            new_runs = [run for search_id in unfinished_searches() for run in advance(search_id)]
-        enqueue_group(new_runs, app=app)
-        return new_runs
-    except Exception:  # noqa: BLE001 - the runs are stored; unsent ones are sent again by the sweep
-        log.exception("advancing capacity searches failed (run %s); the recovery sweep tries again", run_id)
+        search_ids = [None] if run_id is not None else unfinished_searches()
+    except Exception:  # noqa: BLE001 - the database is away: the next sweep tries again
+        log.exception("listing the unfinished capacity searches failed")
         return []
+    sent: list[int] = []
+    for search_id in search_ids:
+        try:
+            new_runs = advance_for_run(run_id) if search_id is None else advance(search_id)
+            enqueue_group(new_runs, app=app)
+            sent += new_runs
+        except Exception:  # noqa: BLE001 - stored runs the broker did not take are sent again by the sweep
+            log.exception("advancing capacity search %s (after run %s) failed; the recovery sweep tries again",
+                          search_id, run_id)
+    return sent
 
 
 def unfinished_searches() -> list[int]:
@@ -218,8 +240,14 @@ def _record_error(search_id: int, line: str) -> None:
 
 
 def _load(session: Session, search_id: int) -> Optional[CapacitySearch]:
-    return session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id).options(
-        selectinload(CapacitySearch.probes).selectinload(CapacityProbe.experiment).selectinload(Experiment.runs)))
+    return session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id).options(*with_probes()))
+
+
+def with_probes() -> tuple:
+    """Loader options for reading searches: probes, their runs (whose summaries judge them), and
+    not the probes' scenario snapshots, which nothing here reads."""
+    return (selectinload(CapacitySearch.probes).selectinload(CapacityProbe.experiment)
+            .options(defer(Experiment.scenario), selectinload(Experiment.runs)),)
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -253,6 +281,8 @@ def policy_states(search: CapacitySearch) -> list[dict[str, Any]]:
                                        f"{bad.status}" + (f": {first_line(bad.error)}" if bad.error else ""))
         elif len(probes) < len(runs):
             state["status"] = "running"                       # a probe is queued or running
+        elif search.cancelled_at is not None and next_count(probes, search.max_count) is not None:
+            state["status"], state["error"] = "cancelled", "the search was cancelled"
         else:
             due = next_count(probes, search.max_count)
             if due is None:
@@ -289,8 +319,19 @@ def search_status(search: CapacitySearch) -> str:
     return "succeeded"
 
 
+def lock_search(session: Session, search_id: int) -> Optional[CapacitySearch]:
+    """The search, its row held until the transaction ends (an advance adding a probe finishes
+    first, or waits), with its probes as they are now."""
+    session.execute(select(CapacitySearch.id).where(CapacitySearch.id == search_id).with_for_update())
+    return session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id).options(*with_probes())
+                          .execution_options(populate_existing=True))
+
+
 def cancel_search(session: Session, search: CapacitySearch) -> int:
-    """Cancel the probes not yet finished; the search then ends as cancelled."""
+    """Mark the search cancelled (no probe is added after this) and cancel the probes not yet
+    finished; the caller commits. Call it on a search from ``lock_search``."""
+    if search.cancelled_at is None and search.finished_at is None:
+        search.cancelled_at = utcnow()
     return cancel_unfinished(session, [run for probe in search.probes for run in probe.experiment.runs])
 
 
@@ -298,7 +339,7 @@ def history(session: Session, search: CapacitySearch, limit: int = 20) -> list[C
     """Other searches of the same scenario and VM, newest first."""
     return list(session.scalars(select(CapacitySearch).where(
         CapacitySearch.scenario_sha256 == search.scenario_sha256, CapacitySearch.id != search.id)
-        .order_by(CapacitySearch.id.desc()).limit(limit)))
+        .options(*with_probes()).order_by(CapacitySearch.id.desc()).limit(limit)))
 
 
 def delete_search(session: Session, search: CapacitySearch) -> None:

@@ -76,6 +76,12 @@ def create_experiment(session: Session, document: Any, policies: Optional[Sequen
     if existing is not None:
         return existing
     valid = validate_document(session, document, policies, settings=settings)
+    return store_experiment(session, valid, idempotency_key, request_sha256)
+
+
+def store_experiment(session: Session, valid: "ValidDocument", idempotency_key: Optional[str] = None,
+                     request_sha256: str = "") -> Experiment:
+    """A validated document stored as an experiment with one queued run per policy (flushed)."""
     experiment = Experiment(
         name=valid.scenario.name, description=valid.scenario.description, seed=valid.scenario.seed,
         duration_s=valid.scenario.duration_s, scenario=valid.snapshot,

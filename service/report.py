@@ -8,6 +8,7 @@ from typing import Any, Optional
 from jinja2 import Environment
 from markupsafe import Markup
 
+from .answers import runs_answer
 from .charts import line_chart
 from .models import Experiment, Run
 
@@ -104,36 +105,13 @@ def render_report(experiment: Experiment, comparison: dict[str, Any], series: di
     vm_names = [vm["name"] for vm in scenario["vms"]]
     return _template.render(
         e=experiment, runs=runs, links=links, comparison=comparison, columns=COLUMNS, vm_names=vm_names,
-        answer=experiment_answer(scenario, comparison),
+        answer=runs_answer(scenario["host"]["memory_mb"], len(scenario["vms"]),
+                           [(run.policy_name, run.status, run.summary) for run in runs]),
         unfinished=any(not run.finished for run in runs), host=scenario["host"],
         vms=[_vm_view(vm) for vm in scenario["vms"]],
         table=[_table_row(run, rows[run.id], vm_names) for run in runs],
         run_sections=[{"run": run, "params": _params(run.params), "csv": links["csv"][run.id],
                        "charts": _charts(series.get(run.id)), **_behaviour(run.summary)} for run in runs])
-
-
-def experiment_answer(scenario: dict[str, Any], comparison: dict[str, Any]) -> str:
-    """Which policy runs every VM, at what worst slowdown, in one sentence."""
-    host_mb = scenario["host"]["memory_mb"]
-    host = f"{host_mb / 1024:g} GB" if host_mb % 1024 == 0 else f"{host_mb:,} MB"
-    total = len(scenario["vms"])
-    parts, best = [], None
-    for row in comparison["runs"]:
-        if row["status"] != "succeeded":
-            parts.append(f"{row['policy']} {row['status']}")
-            continue
-        vms = row["vms"].values()
-        refused = sum(1 for vm in vms if vm["state"] == "refused")
-        slowdowns = [vm["slowdown"] for vm in vms if vm["slowdown"] is not None and vm["state"] != "refused"]
-        worst = max(slowdowns, default=None)
-        text = f"{row['policy']} runs {total - refused} of {total}" if refused else f"{row['policy']} runs all {total}"
-        if worst is not None:
-            text += f" at {worst:.2f}x worst slowdown"
-        parts.append(text)
-        if not refused and worst is not None and (best is None or worst < best[1]):
-            best = (row["policy"], worst)
-    verdict = f" Lowest worst slowdown with every VM running: {best[0]}." if best and len(parts) > 1 else ""
-    return f"On this {host} host with {total} VM{'s' if total != 1 else ''}: {'; '.join(parts)}.{verdict}"
 
 
 def _behaviour(summary: Optional[dict[str, Any]]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def sweep_charts(axes: list[dict[str, Any]], rows: list[dict[str, Any]], policie
     """Per numeric axis, each policy's worst slowdown at each of its values."""
     charts = []
     for axis in axes:
-        xs = [v for v in axis["values"] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        xs = sorted(v for v in axis["values"] if isinstance(v, (int, float)) and not isinstance(v, bool))
         if len(xs) < 2 or len(xs) != len(axis["values"]):
             continue
         lines = []

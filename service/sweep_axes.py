@@ -28,6 +28,7 @@ MAX_VALUES = 10_000          # of one axis, before any limit on the sweep's poin
 
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\[\]]*\])*)")
 _SELECTOR = re.compile(r"\[([^\[\]]*)\]")
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 class AxisError(ValueError):
@@ -62,7 +63,7 @@ def parse_path(path: str) -> list[str | int]:
         for selector in _SELECTOR.findall(match.group(2)):
             if not selector:
                 raise AxisError(f"{path!r}: empty brackets; name an entry ([web]) or a position ([0])")
-            steps.append(int(selector) if selector.isdigit() else selector)
+            steps.append(int(selector) if _DIGITS.fullmatch(selector) else selector)
     return steps
 
 
@@ -93,7 +94,7 @@ def set_at(document: dict, path: str, value: Any) -> None:
                 return
             node = node[index]
         else:
-            kind = "a list" if isinstance(node, list) else type(node).__name__ if not isinstance(node, dict) else "an object"
+            kind = "an object" if isinstance(node, dict) else type(node).__name__
             raise AxisError(f"{path!r}: {_where(walked)} is {kind}, not what {step!r} looks into")
 
 
@@ -144,7 +145,7 @@ def value_range(start: Any, stop: Any, step: Any) -> tuple[Any, ...]:
     """start, start + step, ... up to stop (included when a step lands on it); integers stay
     integers."""
     numbers = (start, stop, step)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in numbers):
         raise AxisError("start, stop and step must be finite numbers")
     if step <= 0:
         raise AxisError("step must be positive")
@@ -159,6 +160,13 @@ def value_range(start: Any, stop: Any, step: Any) -> tuple[Any, ...]:
     if all(isinstance(v, int) for v in numbers):
         return tuple(start + k * step for k in range(count))
     return tuple(round(start + k * step, 12) for k in range(count))
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:             # an integer beyond any float
+        return False
 
 
 def axis_from_text(text: str) -> Axis:

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from sqlalchemy.orm import Session
 
-from .experiments import canonical_json, create_experiment, delete_with_experiments, sha256_of
+from .experiments import canonical_json, delete_with_experiments, sha256_of, store_experiment, validate_document
 from .idempotency import add_or_replay, replay
 from .models import METRIC_COLUMNS, Run, Sweep, SweepPoint
 from .runs import cancel_unfinished
@@ -48,14 +48,23 @@ def create_sweep(session: Session, body: Any, idempotency_key: Optional[str] = N
                   policies=document.get("policies") or [], idempotency_key=idempotency_key,
                   request_sha256=request_sha256,
                   scenario_sha256=sha256_of({k: v for k, v in document.items() if k not in ("name", "description")}))
-    for index, values in enumerate(points(axes)):
+    # every point validated (reads only) before anything is written: on SQLite the write lock is
+    # taken once, for the inserts
+    valid_points, runs = [], 0
+    for values in points(axes):
         point_doc = _point_document(document, axes, values)
         point_doc["name"] = f"{sweep.name} [{point_label(axes, values)}]"[:200]
         try:
-            experiment = create_experiment(session, point_doc, settings=settings)
+            valid = validate_document(session, point_doc, settings=settings)
         except ScenarioValidationError as exc:
-            session.rollback()
-            raise ScenarioValidationError(_blame(exc.errors, axes, point_doc, values)) from None
+            raise ScenarioValidationError(_blame(exc.errors, axes, point_doc, values, "policies" in body)) from None
+        runs += len(valid.pinned)
+        if runs > settings.max_sweep_runs:
+            raise ScenarioValidationError({"axes": [f"more than {settings.max_sweep_runs} runs (points times "
+                                                    "policies) in one sweep (VMEMLAB_MAX_SWEEP_RUNS)"]})
+        valid_points.append((values, valid, sha256_of(point_doc)))
+    for index, (values, valid, point_sha256) in enumerate(valid_points):
+        experiment = store_experiment(session, valid, request_sha256=point_sha256)
         sweep.points.append(SweepPoint(index=index, values=list(values), experiment=experiment))
     return add_or_replay(session, sweep, "sweep")
 
@@ -88,7 +97,8 @@ def _read_request(body: Any, settings: Settings) -> tuple[dict, list[Axis]]:
         errors["policies"] = ['a list of {"name", "params"}']
     if errors:
         raise ScenarioValidationError(errors)
-    total = point_count(axes) * max(1, len(body.get("policies") or document.get("policies") or [None]))
+    policies = body.get("policies") if "policies" in body else document.get("policies")
+    total = point_count(axes) * max(1, len(policies) if isinstance(policies, list) else 1)
     if total > settings.max_sweep_runs:
         raise ScenarioValidationError({"axes": [f"{point_count(axes)} points make {total} runs; at most "
                                                 f"{settings.max_sweep_runs} runs in one sweep "
@@ -106,8 +116,8 @@ def _point_document(document: dict, axes: Sequence[Axis], values: Sequence[Any])
         raise ScenarioValidationError({f"axes[{exc.args[1]}]": [exc.args[0]]}) from None
 
 
-def _blame(errors: dict[str, list[str]], axes: Sequence[Axis], point_doc: dict, values: Sequence[Any]
-           ) -> dict[str, list[str]]:
+def _blame(errors: dict[str, list[str]], axes: Sequence[Axis], point_doc: dict, values: Sequence[Any],
+           policies_in_body: bool) -> dict[str, list[str]]:
     """The errors of a point's experiment, named by the axis that put the bad value there (its
     path in index form is a prefix of the field's), else by where they are in the request."""
     indexed = [_indexed(point_doc, axis.path) for axis in axes]
@@ -119,7 +129,8 @@ def _blame(errors: dict[str, list[str]], axes: Sequence[Axis], point_doc: dict, 
             key = f"axes[{owner}]"
             text = [f"{axes[owner].path}={values[owner]!r}: {path}: {m}" for m in messages]
         else:
-            key = path if path.startswith("policies") or path == ROOT else f"scenario.{path}"
+            in_body = path == ROOT or (policies_in_body and path.startswith("policies"))
+            key = path if in_body else f"scenario.{path}"
             text = [f"at {point_label(axes, values)}: {m}" for m in messages]
         blamed.setdefault(key, []).extend(text)
     return blamed

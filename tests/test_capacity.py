@@ -106,3 +106,24 @@ def test_the_cli_answers_in_one_line(tmp_path, capfd):
     assert first.startswith("On this 2 GB host at <= 2x slowdown, copies of web that fit: static 3, overcommit ")
     assert main(["capacity", str(path), "--vm", "nope", "--sla", "2"]) == 2
     assert "no VM named 'nope'" in capfd.readouterr().err
+
+
+def test_a_probe_document_is_the_scenario_with_copies():
+    """The service builds each probe as a document (service.capacity_searches.probe_document);
+    loaded, it is the scenario ``with_copies`` gives, for a VM declared with count and stagger
+    between two others, and for a single VM."""
+    from service.capacity_searches import probe_document
+    from service.scenario import load_scenario, scenario_to_dict
+
+    vm = {"memory_mb": 256, "os_mb": 32, "workload": {"phases": [{"kind": "uniform", "footprint_mb": 100, "duration_s": 60}]}}
+    doc = {"duration_s": 60, "host": {"memory_mb": 4096},
+           "vms": [{**vm, "name": "first"},
+                   {**vm, "name": "web", "count": 3, "stagger_s": 7.5,
+                    "events": [{"at_s": 1, "action": "start"}, {"at_s": 20, "action": "restart"}]},
+                   {**vm, "name": "last"}]}
+    scenario, _ = load_scenario(doc)
+    snapshot = scenario_to_dict(scenario)
+    for name in ("web", "first"):
+        for count in (1, 2, 5):
+            probe, _ = load_scenario(probe_document(snapshot, name, count))
+            assert probe == with_copies(scenario, name, count), (name, count)

@@ -33,6 +33,7 @@ def upgrade() -> None:
     sa.Column('request_sha256', sa.String(length=64), nullable=False),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.Column('finished_at', UTCDateTime(), nullable=True),
+    sa.Column('cancelled_at', UTCDateTime(), nullable=True),
     sa.Column('results', sa.JSON(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_capacity_searches')),

@@ -7,7 +7,9 @@ from flask_smorest import Blueprint
 
 def blueprints() -> list[tuple[Blueprint, str]]:
     """Every API blueprint with its URL prefix, in the order the OpenAPI document lists them."""
-    from . import capacity_searches, comparisons, experiments, health, hosts, plugins, runs, sweeps, traces, vm_templates
+    from . import (
+        capacity_searches, comparisons, experiments, health, hosts, plugins, runs, sweeps, traces, vm_templates,
+    )
 
     return [
         (hosts.blp, "/api/v1/hosts"),

@@ -7,15 +7,16 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
-from ..capacity_searches import cancel_search, create_search, delete_search, history, search_results
-from ..models import CapacityProbe, CapacitySearch, Experiment
+from ..capacity_searches import (
+    cancel_search, create_search, delete_search, history, lock_search, search_results, with_probes,
+)
+from ..models import CapacitySearch
 from ..runs import enqueue_group
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, settings
 from .experiments import IdempotencyHeadersSchema
-from .submission import create_and_queue
 from .schemas.studies import CapacityHistorySchema, CapacitySearchSchema, StudyQuerySchema, search_view
+from .submission import create_and_queue
 
 blp = Blueprint("capacity_searches", __name__,
                 description="Capacity searches: how many copies of a VM fit, per policy, within an SLA.")
@@ -35,13 +36,8 @@ SEARCH_BODY = {"required": True, "content": {"application/json": {"schema": {
                 "policies": [{"name": "static"}, {"name": "esx"}, {"name": "dynamic-memory"}]}}}}}
 
 
-def _loaded():
-    return (selectinload(CapacitySearch.probes).selectinload(CapacityProbe.experiment)
-            .selectinload(Experiment.runs),)
-
-
 def load_search(search_id: int) -> CapacitySearch:
-    search = db().scalar(select(CapacitySearch).options(*_loaded()).where(CapacitySearch.id == search_id))
+    search = db().scalar(select(CapacitySearch).options(*with_probes()).where(CapacitySearch.id == search_id))
     if search is None:
         abort(404, message=f"no capacity search with id {search_id}")
     return search
@@ -54,7 +50,7 @@ class Searches(MethodView):
     @blp.paginate(SQLPage)
     @blp.doc(summary="List capacity searches", description="Newest first, each with its one-line answer.")
     def get(self, args: dict) -> Listing:
-        statement = select(CapacitySearch).options(*_loaded()).order_by(CapacitySearch.id.desc())
+        statement = select(CapacitySearch).options(*with_probes()).order_by(CapacitySearch.id.desc())
         if "name" in args:
             statement = statement.where(CapacitySearch.name == args["name"])
         if "scenario_sha256" in args:
@@ -93,8 +89,9 @@ class SearchItem(MethodView):
     @documented_errors(blp, 404)
     @blp.doc(summary="Delete a capacity search with its probes' experiments and runs")
     def delete(self, search_id: int) -> None:
-        search = load_search(search_id)
+        load_search(search_id)
         session = db()
+        search = lock_search(session, search_id)
         cancel_search(session, search)
         delete_search(session, search)
         session.commit()
@@ -106,8 +103,9 @@ class SearchCancel(MethodView):
     @documented_errors(blp, 404)
     @blp.doc(summary="Cancel the probes still queued or running; the search ends as cancelled")
     def post(self, search_id: int) -> dict:
+        load_search(search_id)
         session = db()
-        cancel_search(session, load_search(search_id))
+        cancel_search(session, lock_search(session, search_id))
         session.commit()
         session.expire_all()
         return search_view(load_search(search_id))

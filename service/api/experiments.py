@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from ..experiments import create_experiment, delete_experiment
-from ..models import Experiment
+from ..models import CapacityProbe, Experiment, SweepPoint
 from ..policies import DEFAULT_POLICY
 from ..runs import compare, enqueue, request_cancel
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, settings
@@ -76,8 +76,9 @@ class Experiments(MethodView):
              description="The body is the scenario format of `vmemlab simulate` plus `policies`; a scenario "
                          "file can be posted as it is. Errors name each field by its path in the document.")
     def post(self, headers: dict):
+        key = headers.get("idempotency_key")
         experiment = create_and_queue(
-            "experiment", lambda session, body: create_experiment(session, body, idempotency_key=headers.get("idempotency_key"),
+            "experiment", lambda session, body: create_experiment(session, body, idempotency_key=key,
                                                                   settings=settings()),
             lambda experiment: [run.id for run in experiment.runs], delete_experiment, enqueue)
         return experiment, 201 if experiment.created else 200, _location(experiment)
@@ -92,13 +93,17 @@ class ExperimentItem(MethodView):
         return load_experiment(experiment_id)
 
     @blp.response(204)
-    @documented_errors(blp, 404)
+    @documented_errors(blp, 404, 409)
     @blp.doc(summary="Delete an experiment and its runs",
              description="Runs still queued or running are cancelled; the traces and templates it used are "
-                         "released.")
+                         "released. A point of a sweep or a probe of a capacity search goes with its sweep or "
+                         "search (409 here).")
     def delete(self, experiment_id: int) -> None:
         experiment = load_experiment(experiment_id)
         session = db()
+        part_of = study_of(session, experiment_id)
+        if part_of is not None:
+            abort(409, message=f"experiment {experiment_id} is part of {part_of}: delete that instead")
         for run in experiment.runs:
             if not run.finished:
                 request_cancel(session, run.id)
@@ -120,6 +125,15 @@ class ExperimentComparison(MethodView):
             invalid("query", {"baseline": [f"the experiment has no run of policy {baseline!r}; its policies: "
                                            f"{', '.join(policies)}"]})
         return compare(experiment.runs, baseline_policy=baseline)
+
+
+def study_of(session, experiment_id: int):
+    """``sweep 3`` or ``capacity search 2`` if the experiment is one of its points or probes."""
+    sweep = session.scalar(select(SweepPoint.sweep_id).where(SweepPoint.experiment_id == experiment_id))
+    if sweep is not None:
+        return f"sweep {sweep}"
+    search = session.scalar(select(CapacityProbe.search_id).where(CapacityProbe.experiment_id == experiment_id))
+    return None if search is None else f"capacity search {search}"
 
 
 def load_experiment(experiment_id: int) -> Experiment:

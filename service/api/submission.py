@@ -5,7 +5,9 @@ take them, what was created is withdrawn (deleted again) and the answer is 503 w
 ``Retry-After``: nothing is left that no worker will ever run, and retrying is safe."""
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import Any, Callable, Iterable, TypeVar
 
 from flask import request
@@ -21,14 +23,26 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 10
 
 
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the largest number this service stores")
+    return value
+
+
 def create_and_queue(what: str, create: Callable[[Session, Any], T], run_ids: Callable[[T], Iterable[int]],
                      withdraw: Callable[[Session, T], None], enqueue: Callable[..., Any]) -> T:
     """The created row (``created`` True) or the replayed one (``created`` False)."""
     if not request.is_json:
         abort(415, message=f"send the {what} as JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        abort(400, message="the body is not valid JSON")
+    try:
+        body = json.loads(request.get_data(), parse_constant=_not_a_number, parse_float=_finite_float)
+    except ValueError as exc:       # also UnicodeDecodeError
+        abort(400, message=f"the body is not valid JSON: {exc}")
     session = db()
     try:
         row: Any = create(session, body)

@@ -14,8 +14,10 @@ from ..runs import enqueue_group
 from ..sweeps import cancel_sweep, create_sweep, delete_sweep, results, results_csv, sweep_runs
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, settings
 from .experiments import IdempotencyHeadersSchema
+from .schemas.studies import (
+    StudyQuerySchema, SweepDetailSchema, SweepResultsQuerySchema, SweepResultsSchema, SweepSchema, sweep_view,
+)
 from .submission import create_and_queue
-from .schemas.studies import SweepDetailSchema, SweepResultsQuerySchema, SweepResultsSchema, SweepSchema, StudyQuerySchema, sweep_view as view
 
 blp = Blueprint("sweeps", __name__, description="Sweeps: a scenario over a grid of values, one run per point and "
                                                 "policy.")
@@ -77,7 +79,7 @@ class Sweeps(MethodView):
                                                         settings=settings()),
             sweep_runs_ids, delete_sweep, enqueue_group)
         location = {"Location": url_for(".SweepItem", sweep_id=sweep.id)}
-        return view(load_sweep(sweep.id), detail=True), 202 if sweep.created else 200, location
+        return sweep_view(load_sweep(sweep.id), detail=True), 202 if sweep.created else 200, location
 
 
 def sweep_runs_ids(sweep: Sweep) -> list[int]:
@@ -90,7 +92,7 @@ class SweepItem(MethodView):
     @documented_errors(blp, 404)
     @blp.doc(summary="Get a sweep: progress, the one-line answer, and the results table so far")
     def get(self, sweep_id: int) -> dict:
-        return view(load_sweep(sweep_id), detail=True)
+        return sweep_view(load_sweep(sweep_id), detail=True)
 
     @blp.response(204)
     @documented_errors(blp, 404)
@@ -134,4 +136,4 @@ class SweepCancel(MethodView):
         cancel_sweep(session, sweep)
         session.commit()
         session.expire_all()
-        return view(load_sweep(sweep_id))
+        return sweep_view(load_sweep(sweep_id))

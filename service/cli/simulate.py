@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any, Iterable, Sequence, TextIO
 
+from ..answers import summaries_answer
 from ..engine import simulate
 from ..engine.hooks import describe_failure
 from ..policies import (
@@ -201,6 +202,9 @@ def format_simulation(summaries: Sequence[dict], title: str | None = None) -> st
     lines = []
     if title:
         lines += [title, ""]
+    answer = summaries_answer(summaries)
+    if answer and len(summaries) > 1:
+        lines += [answer, ""]
     lines += ["VMs (slowdown: simulated time per reference against the same VM unconstrained)"]
     lines += format_table(VM_COLUMNS, vm_rows)
     lines += ["", "Host"]

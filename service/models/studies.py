@@ -70,6 +70,8 @@ class CapacitySearch(Base):
     request_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[Optional[dt.datetime]]
+    # set by cancel (and delete): no probe is added after it, whoever advances the search
+    cancelled_at: Mapped[Optional[dt.datetime]]
     results: Mapped[Optional[list[Any]]]
     error: Mapped[Optional[str]] = mapped_column(Text)
 

@@ -282,6 +282,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
                 {"scenario": document, "axes": [{"path": "seed", "values": [5, 6]}]}),
                ("/api/v1/capacity-searches", "search_id", "enqueue_group", "service.api.capacity_searches",
                 {"scenario": document, "vm": "a", "sla": {"max_slowdown": 2}, "max_count": 2}))
+    request("DELETE", f"{experiments}/{{experiment_id}}", f"{experiments}/3", 409)     # a point of sweep 1
     for collection, id_name, enqueue_name, module, body in studies:
         item = f"{collection}/{{{id_name}}}"
         key = {"Idempotency-Key": f"fuzz-{id_name}"}

@@ -199,3 +199,69 @@ def test_capacity_search_cancel(api, app):
     done = api.get(f"/api/v1/capacity-searches/{search['id']}").get_json()
     assert cancelled["status"] == "cancelled" and done["status"] == "cancelled" and done["finished_at"]
     assert all(r["status"] == "cancelled" and r["count"] is None for r in done["results"])
+
+
+def test_capacity_search_replay_and_a_cancel_between_probes(api, app, counts):
+    first = api.post("/api/v1/capacity-searches", _capacity_body(), headers={"Idempotency-Key": "cap-1"})
+    assert first.status_code == 202
+    search = first.get_json()
+    replay = api.post("/api/v1/capacity-searches", _capacity_body(), headers={"Idempotency-Key": "cap-1"})
+    assert replay.status_code == 200 and replay.get_json()["id"] == search["id"]
+    conflict = api.post("/api/v1/capacity-searches", _capacity_body(max_count=5), headers={"Idempotency-Key": "cap-1"})
+    assert conflict.status_code == 409 and "capacity search" in conflict.get_json()["message"]
+
+    # every probe made so far has finished, but nobody advanced the search yet: a cancel now
+    # must still stop it (the next advance adds nothing)
+    queued = api.get("/api/v1/runs?status=queued&page_size=100").get_json()
+    assert len(queued) == 2
+    for run in queued:
+        assert execute_run(run["id"], worker="test") == "succeeded"
+    cancelled = api.post(f"/api/v1/capacity-searches/{search['id']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.get_json()["status"] == "cancelled"
+    stored = counts()
+    for run in queued:
+        assert advance_and_enqueue(app.extensions["vmemlab"].celery, run_id=run["id"]) == []
+    assert counts() == stored                       # no probe added
+    done = api.get(f"/api/v1/capacity-searches/{search['id']}").get_json()
+    assert done["status"] == "cancelled" and done["finished_at"]
+    assert all(r["status"] == "cancelled" and len(r["probes"]) == 1 for r in done["results"])
+
+
+def test_odd_input_is_refused_with_the_field_named(api, counts):
+    before = counts()
+    nan = api.client.post("/api/v1/sweeps", data='{"scenario": {}, "axes": [{"path": "seed", "values": [NaN]}]}',
+                          content_type="application/json")
+    assert nan.status_code == 400 and "NaN" in nan.get_json()["message"]
+    huge = api.client.post("/api/v1/experiments", data='{"duration_s": 1e400}', content_type="application/json")
+    assert huge.status_code == 400
+    cases = [
+        ("/api/v1/sweeps", _sweep_body(axes=[{"path": "vms[\u00b2].memory_mb", "values": [1]}]), "axes[0]"),
+        ("/api/v1/sweeps", _sweep_body(axes=[{"path": "seed", "start": 0, "stop": 10 ** 401, "step": 1}]), "axes[0]"),
+        ("/api/v1/sweeps", _sweep_body(axes=[{"path": "seed", "values": [1]}], scenario={**experiment(), "policies": 5}),
+         "scenario.policies"),
+        ("/api/v1/sweeps", _sweep_body(axes=[{"path": "seed", "values": [1]}],
+                                       scenario={**experiment(), "policies": [{"name": "nope"}]}),
+         "scenario.policies[0].name"),
+        ("/api/v1/capacity-searches", _capacity_body(policies=5), "policies"),
+        ("/api/v1/capacity-searches", _capacity_body(name="a\x00b"), "name"),
+        ("/api/v1/capacity-searches", _capacity_body(sla={"max_slowdown": True}), "sla.max_slowdown"),
+    ]
+    for url, body, field in cases:
+        response = api.post(url, body)
+        assert response.status_code == 422, (field, pretty(response))
+        assert field in error_fields(response), (field, pretty(response))
+    assert counts() == before
+    accepted = api.post("/api/v1/capacity-searches", _capacity_body(sla={"max_slowdown": 2,
+                                                                         "max_blocked_fraction": None}))
+    assert accepted.status_code == 202 and accepted.get_json()["sla"]["max_blocked_fraction"] == 0.05
+
+
+def test_a_point_or_probe_goes_with_its_study(api):
+    sweep = api.post("/api/v1/sweeps", _sweep_body()).get_json()
+    point = sweep["results"][0]["experiment_id"]
+    refused = api.delete(f"/api/v1/experiments/{point}")
+    assert refused.status_code == 409 and f"sweep {sweep['id']}" in refused.get_json()["message"]
+    search = api.post("/api/v1/capacity-searches", _capacity_body()).get_json()
+    probe = max(e["id"] for e in api.get("/api/v1/experiments?page_size=100").get_json())
+    refused = api.delete(f"/api/v1/experiments/{probe}")
+    assert refused.status_code == 409 and f"capacity search {search['id']}" in refused.get_json()["message"]
