@@ -381,3 +381,22 @@ def test_user_error_as_a_module_has_no_traceback(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_simulate_runs_policies_in_parallel_with_the_same_results(tmp_path, capfd):
+    """--jobs 2 runs the policies in two processes: the summaries are exactly those of --jobs 1,
+    in the order asked for; progress comes from the pool's processes (captured at the file
+    descriptor)."""
+    doc = tiny_scenario(memory_mb=768)
+    doc["vms"].append({**doc["vms"][0], "name": "db"})
+    path = write_json(tmp_path, doc)
+    policies = ["--policy", "static", "--policy", "esx", "--policy", "dynamic-memory", "--policy", "kvm"]
+    code, one, _ = run(capfd, "simulate", path, *policies, "--json", "--jobs", "1")
+    assert code == 0
+    code, two, err = run(capfd, "simulate", path, *policies, "--json", "--jobs", "2")
+    assert code == 0, err
+    assert json.loads(two) == json.loads(one)
+    assert [s["policy"] for s in json.loads(two)] == ["static", "esx", "dynamic-memory", "kvm"]
+    assert "[esx] done in" in err and "[kvm] done in" in err
+    code, table, _ = run(capfd, "simulate", path, *policies, "--jobs", "2", "--quiet")
+    assert code == 0 and table.splitlines()[2].startswith("On this 1 GB host with 2 VMs: static runs 1 of 2")

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--series", action="store_true",
                      help="with --json: add each run's per-epoch series and events (as the API serves them)")
     sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sim.add_argument("--jobs", type=_positive_int, default=None,
+                     help="run the policies in this many parallel processes (default: one per core); the results "
+                          "are the same whatever the number")
     sim.set_defaults(run=command_simulate)
 
     mrc = commands.add_parser(

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from typing import Any, Iterable, Sequence, TextIO
 
@@ -15,6 +17,7 @@ from ..policies import (
 from ..scenario import ScenarioValidationError, load_scenario_file
 from ..sdk import Policy, PolicyParameterError
 from .common import Column, UsageError, _count, _mb, _number, _parameter_problems, _ratio, format_table
+from .parallel import ProcessFailed, run_in_processes
 
 
 def parse_param_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -80,12 +83,13 @@ class ProgressLine:
     """``[esx]  42%`` on stderr: rewritten in place once per percent on a terminal; on a pipe or
     a log file, one line per 10% so that the log stays readable."""
 
-    def __init__(self, label: str, stream: TextIO, enabled: bool = True):
+    def __init__(self, label: str, stream: TextIO, enabled: bool = True, interactive: bool | None = None):
         self.label, self.stream, self.enabled = label, stream, enabled
         self.shown = -1
         self.started = time.monotonic()
         isatty = getattr(stream, "isatty", None)
-        self.interactive = bool(isatty and isatty())
+        # several processes writing to one terminal cannot each rewrite "its" line
+        self.interactive = bool(isatty and isatty()) if interactive is None else interactive
 
     def __call__(self, fraction: float) -> None:
         percent = int(min(max(fraction, 0.0), 1.0) * 100)
@@ -121,31 +125,48 @@ def command_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if problems:
         raise ScenarioValidationError(problems)
 
-    summaries = []
-    for cls, params, trusts_guest in loaded:
-        progress = ProgressLine(cls.name, err, enabled=not args.quiet)
-        progress(0.0)
-        try:
-            # the plugin's own code (constructor, hooks) fails its row, never the other policies'
-            result = simulate(scenario, cls.create(params), progress=progress, trusts_guest=trusts_guest)
-        except (KeyboardInterrupt, SystemExit):
-            progress.abandon()
-            raise
-        except Exception as exc:
-            progress.abandon()
-            message = describe_failure(exc, cls)
-            err.write(f"error: {message}\n")
-            summaries.append({"policy": cls.name, "policy_version": cls.version, "error": message, "vms": []})
-            continue
-        progress.finish()
-        summaries.append({**result.summary, "series": result.series, "events": result.events}
-                         if args.series else result.summary)
+    jobs = args.jobs or os.cpu_count() or 1
+    parallel = jobs > 1 and len(loaded) > 1
+    tasks = [(scenario, cls.name, params, trusts_guest, args.series, not args.quiet, None if parallel else err)
+             for cls, params, trusts_guest in loaded]
+
+    def reported(index: int, result: Any, _done: int) -> None:
+        if isinstance(result, ProcessFailed):
+            cls = loaded[index][0]
+            err.write(f"error: policy {cls.name!r} {cls.version}: {result}\n")
+        elif "error" in result:
+            err.write(f"error: {result['error']}\n")
+
+    results = run_in_processes(simulate_policy, tasks, jobs, reported)
+    summaries = [{"policy": cls.name, "policy_version": cls.version, "error": str(result), "vms": []}
+                 if isinstance(result, ProcessFailed) else result for (cls, _, _), result in zip(loaded, results)]
 
     if args.json:
         out.write(json.dumps(summaries, indent=2) + "\n")
     else:
         out.write(format_simulation(summaries, scenario_title(scenario)))
     return 1 if any("error" in s for s in summaries) else 0
+
+
+def simulate_policy(scenario: Any, name: str, params: dict, trusts_guest: bool, series: bool, show: bool,
+                    progress_to: TextIO | None) -> dict:
+    """One policy's run, in this process or a pool's: its summary, or ``{"policy", "error", ...}``
+    if the plugin's own code (constructor, hooks) failed, which fails its row and no other.
+    Progress goes to ``progress_to``, or, in a pool's process, to its stderr a line at a time."""
+    cls = load_policy(name)
+    progress = ProgressLine(name, progress_to or sys.stderr, enabled=show,
+                            interactive=False if progress_to is None else None)
+    progress(0.0)
+    try:
+        result = simulate(scenario, cls.create(params), progress=progress, trusts_guest=trusts_guest)
+    except (KeyboardInterrupt, SystemExit):
+        progress.abandon()
+        raise
+    except Exception as exc:
+        progress.abandon()
+        return {"policy": cls.name, "policy_version": cls.version, "error": describe_failure(exc, cls), "vms": []}
+    progress.finish()
+    return {**result.summary, "series": result.series, "events": result.events} if series else result.summary
 
 
 def scenario_title(scenario: Any) -> str:

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -19,6 +18,7 @@ from ..scenario import ScenarioValidationError, flatten_errors, load_scenario
 from ..sdk import PolicyParameterError
 from ..sweep_axes import Axis, AxisError, axis_from_text, parse_path, point_document, point_label, points
 from .common import Column, UsageError, _count, _mb, _number, _ratio, format_table
+from .parallel import ProcessFailed, run_in_processes
 from .simulate import build_policies, choose_policies, parse_param_overrides
 from .submit import _read_document, listed_policies
 
@@ -163,21 +163,10 @@ def run_all(runs: Sequence[PlannedRun], axes: Sequence[Axis], jobs: int, err: Te
             err.write(f"[{done}/{len(runs)}] {point_label(axes, runs[i].values)} {runs[i].policy}: {outcome}\n")
             err.flush()
 
-    if jobs <= 1:
-        for i, run in enumerate(runs):
-            finished(i, simulate_run(run.scenario, run.policy, run.params), i + 1)
-        return results
-    pool = ProcessPoolExecutor(max_workers=jobs)
-    try:
-        futures = {pool.submit(simulate_run, run.scenario, run.policy, run.params): i for i, run in enumerate(runs)}
-        for done, future in enumerate(as_completed(futures), 1):
-            try:
-                result = future.result()
-            except Exception as exc:       # its process died (BrokenProcessPool), or the summary did not pickle
-                result = None, f"{type(exc).__name__}: {exc}"
-            finished(futures[future], result, done)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)     # Ctrl-C: start nothing more
+    def shown(i: int, result: Any, done: int) -> None:
+        finished(i, (None, str(result)) if isinstance(result, ProcessFailed) else result, done)
+
+    run_in_processes(simulate_run, [(run.scenario, run.policy, run.params) for run in runs], jobs, shown)
     return results
 
 
