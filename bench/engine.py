@@ -1,32 +1,31 @@
-"""Engine benchmark: prints figures, asserts nothing about speed.
+"""Engine benchmark (issue 12): prints figures with their targets and verdicts, asserts nothing.
 
-Three questions, each answered on this machine in one run:
+Every figure is a ratio or a rate measured in this run, on this machine:
 
-1. How fast is the guest-replacement path? One VM replays the real trace lackey_cc1 (20 M
-   references) with guest LRU and no host pressure, against libCacheSim's LRU (the PyPI binding,
-   the same library the differential test compares miss counts with) on the same trace and cache
-   size. Both must report the same miss count, or the comparison would be of unequal work.
-2. How fast is a realistic host? 16 VMs on a host too small for their working sets, with
-   content-based sharing and host swapping.
-3. How much memory does the engine's state take per simulated guest page?
+1. One VM, realistic footprint: a Zipf(0.9) trace (5 M references over about 1 M distinct 4 KB
+   pages, generated with a fixed seed), cache 10 % of the distinct pages, LRU and CLOCK, on three
+   paths over the same ids: the engine's ``mrc`` path (``miss_counts``, as ``vmemlab mrc`` runs
+   it), libCacheSim's C loop (``process_trace`` on an oracleGeneral binary) and a bare one-level
+   numba loop (bench/bare_loops.py). Miss counts must be equal. Then lackey_cc1 (20 M references,
+   1,546 pages: cache-resident) with LRU, libCacheSim's C loop and per-request Python calls.
+2. 16 VMs under memory pressure (sharing + host swap), CLOCK and LRU guests: references/s.
+3. Scaling: 1, 4, 16, 64 VMs at the same pressure: references/s, bytes of engine state per guest
+   page, the time of one epoch's policy work.
+4. Wall time users see: ``vmemlab simulate scenarios/seed.json`` at --jobs 1 and --jobs 2.
+5. Per-phase profile of cases 1 and 2: hits, faults, slices, epochs; time per phase.
 
-Run:  .venv/bin/python bench/engine.py [--repeat N] [--quick]
-The last line is always ``engine/libcachesim LRU ratio: X.XX`` (5 % cache), for scripts to pick up.
+Run:  .venv/bin/python bench/engine.py [--repeat N] [--quick] [--no-wall] [--json FILE]
+The last line is always ``engine-bench: met=M/N zipf_lru_vs_libcachesim_c=X.XX`` for scripts
+(M of the N measured targets met; the engine's speed over libCacheSim's C loop, Zipf, LRU).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -34,421 +33,308 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # benchmark this checkout, whatever is installed elsewhere
 
-import libcachesim as lcs  # noqa: E402
-
-from service.engine import ENGINE_VERSION, ContentMix, Host, Phase, Scenario, Simulation, VM  # noqa: E402
-from service.engine.mrc import miss_counts, _Unconstrained, replay_scenario  # noqa: E402
-from service.engine.state import C_REFS, bytes_per_frame  # noqa: E402
+from bench import engine_cases as cases  # noqa: E402
+from bench.engine_report import Report, machine_report, mrefs, path_line, print_profile, summary  # noqa: E402
+from bench.engine_wall import seed_wall_times  # noqa: E402
+from service.engine import Simulation  # noqa: E402
+from service.engine.mrc import miss_counts  # noqa: E402
+from service.engine.state import C_REFS  # noqa: E402
 from service.engine.traces import load_trace  # noqa: E402
-from service.sdk import Decisions, HostDecision, Policy  # noqa: E402
 
 TRACE = ROOT / "tests" / "data" / "lackey_cc1.txt.gz"
 EXPECTED = ROOT / "tests" / "data" / "lackey_cc1.expected.json"
 
-# Targets from the issue; printed next to the figures, never asserted.
-TARGET_RATIO = 10.0            # engine >= 10x libCacheSim's LRU
-TARGET_HOST_REFS_S = 25e6      # 16-VM scenario > 25 M refs/s
-TARGET_BYTES_PER_PAGE = 24.0   # engine state <= 24 bytes per simulated guest page
+# Targets of issue 12; printed next to the figures, never asserted.
+TARGET_VS_C_LOOP = 8.0          # engine mrc path >= 8x libCacheSim's C loop (Zipf case)
+TARGET_VS_BARE = 0.5            # ... and >= 0.5x the bare one-level numba loop
+TARGET_CLOCK_REFS_S = 40e6      # 16 VMs under pressure, CLOCK guests
+TARGET_LRU_REFS_S = 25e6        # ... LRU guests
+TARGET_BYTES_PER_PAGE = 16.0    # engine state per guest page at 64 VMs
+TARGET_LINEAR = 0.8             # "linear": refs/s at 64 VMs >= 0.8x that at 4 VMs (same mix)
+TARGET_SEED_WALL_S = 45.0       # seed comparison, --jobs 2
 
-QUICK_REFS = 2_000_000         # --quick: a prefix of the trace (a prefix of dense ids is dense)
-
-
-# --- reporting helpers --------------------------------------------------------------------------
-
-def mrefs(refs: int, seconds: float) -> str:
-    return f"{refs / seconds / 1e6:8.1f} M refs/s"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
-def machine_report() -> None:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        commit = "?"
-    print("== machine")
-    print(f"cpu:          {cpu}, {os.cpu_count()} logical cores ({usable} usable by this process)")
-    print(f"python:       {platform.python_version()} ({platform.python_implementation()}, {platform.machine()})")
-    print(f"numba:        {version('numba')}    numpy: {np.__version__}    libcachesim: {version('libcachesim')}")
-    print(f"engine:       vmemlab engine {ENGINE_VERSION}, checkout {commit}")
-    print()
-
-
-# --- 1. single VM vs libCacheSim ---------------------------------------------------------------
-
-@dataclass
-class Timed:
-    best_s: float
-    misses: int
-    sim: Simulation | None = None    # the engine's last simulation, for the memory report
-
-
-def engine_replay(ids: np.ndarray, frames: int, repeat: int) -> Timed:
-    """One VM with ``frames`` guest frames replays ``ids`` under guest LRU (mrc.replay_scenario:
-    zero device latencies, a host with room for everything). Only ``sim.run()`` is timed; the
-    first run is a warm-up that absorbs numba's compile or cache load."""
-    footprint = int(ids.max()) + 1
-    best = math.inf
-    misses = set()
-    sim = None
-    for i in range(repeat + 1):
-        scenario = replay_scenario(len(ids), footprint, "lru", frames)
-        sim = Simulation(scenario, _Unconstrained(), validate=False, load_trace=lambda _key: ids)
-        t0 = time.perf_counter()
-        result = sim.run()
-        elapsed = time.perf_counter() - t0
-        vm = result.summary["vms"][0]
-        if vm["refs_done"] != len(ids):
-            raise SystemExit(f"engine replay stopped after {vm['refs_done']} of {len(ids)} references")
-        misses.add(vm["faults"]["first_touch"] + vm["faults"]["guest_pagefile_read"])
-        if i > 0:
-            best = min(best, elapsed)
-    if len(misses) != 1:
-        raise SystemExit(f"engine replay is not deterministic: miss counts {sorted(misses)}")
-    return Timed(best, misses.pop(), sim)
-
-
-def write_oracle_general(ids: np.ndarray, path: Path) -> None:
-    """libCacheSim's oracleGeneral binary format: one packed 24-byte record per request
-    (uint32 time, uint64 object id, uint32 size, int64 virtual time of the next request to the
-    same object, -1 if none). Size 1 makes a cache of C bytes hold C pages, as in expected.json."""
-    n = len(ids)
-    record = np.dtype([("time", "<u4"), ("obj_id", "<u8"), ("size", "<u4"), ("next_vtime", "<i8")])
-    assert record.itemsize == 24
-    out = np.empty(n, dtype=record)
-    out["time"] = np.arange(n, dtype=np.uint32)
-    out["obj_id"] = ids
-    out["size"] = 1
-    # next access: sort references by id (stable keeps time order within an id); each reference's
-    # successor in that order is its next access when it has the same id
-    order = np.argsort(ids, kind="stable")
-    same = ids[order[1:]] == ids[order[:-1]]
-    next_vtime = np.full(n, -1, dtype=np.int64)
-    next_vtime[order[:-1][same]] = order[1:][same]
-    out["next_vtime"] = next_vtime
-    out.tofile(path)
-
-
-def libcachesim_replay(path: Path, n_refs: int, frames: int, repeat: int) -> Timed:
-    """libCacheSim's LRU of ``frames`` objects replays the oracleGeneral file in C
-    (``cache.process_trace(reader)``, as expected.json was made). Only process_trace is timed:
-    reader and cache are built before the clock starts, and a warm-up run brings the file into the
-    page cache."""
-    best = math.inf
-    misses = set()
-    for i in range(repeat + 1):
-        reader = lcs.TraceReader(str(path), lcs.TraceType.ORACLE_GENERAL_TRACE)
-        cache = lcs.LRU(frames)
-        t0 = time.perf_counter()
-        miss_ratio, _byte_miss_ratio = cache.process_trace(reader)
-        elapsed = time.perf_counter() - t0
-        # libCacheSim reports 1 - hits/refs; with 20 M refs the float is exact to far below 1 miss
-        misses.add(int(round(miss_ratio * n_refs)))
-        if i > 0:
-            best = min(best, elapsed)
-    if len(misses) != 1:
-        raise SystemExit(f"libCacheSim replay is not deterministic: miss counts {sorted(misses)}")
-    return Timed(best, misses.pop())
-
-
+ZIPF_S, ZIPF_SEED, CACHE_FRACTION = 0.9, 12, 0.10
+ZIPF = dict(full=(5_000_000, 1_750_000), quick=(500_000, 175_000))   # (references, Zipf ranks)
+LACKEY_QUICK_REFS = 2_000_000
 PER_REQUEST_REFS = 2_000_000
+SCALING = dict(full=((1, 4, 16, 64), 5.0), quick=((1, 4, 16), 1.0))  # (VM counts, simulated s)
+HOST_S = dict(full=15.0, quick=2.0)                                    # case 2, simulated s
 
 
-def libcachesim_per_request(ids: np.ndarray, frames: int) -> Timed:
-    """libCacheSim's LRU driven from Python one request at a time (``cache.get(req)``), the way a
-    simulator written around the binding calls it; the issue's "3 to 6 million references per
-    second" is this path. On a prefix of the trace: it is slow."""
-    prefix = ids[:PER_REQUEST_REFS].tolist()
-    cache = lcs.LRU(frames)
-    req = lcs.Request()
-    req.obj_size = 1
-    misses = 0
+# --- 1. one VM ------------------------------------------------------------------------------------
+
+def case_zipf(quick: bool, repeat: int, report: Report) -> dict:
+    n_refs, n_ranks = ZIPF["quick" if quick else "full"]
     t0 = time.perf_counter()
-    for page in prefix:
-        req.obj_id = page
-        if not cache.get(req):
-            misses += 1
-    return Timed(time.perf_counter() - t0, misses)
-
-
-def expected_misses(frames: int, n_refs: int) -> int | None:
-    """The LRU miss count recorded in lackey_cc1.expected.json for this size (full trace only)."""
-    if not EXPECTED.exists():
-        return None
-    data = json.loads(EXPECTED.read_text())
-    if data.get("n_refs") != n_refs:
-        return None
-    for row in data["results"]:
-        if row["policy"] == "LRU" and row["cache_size"] == frames:
-            return int(row["misses"])
-    return None
-
-
-def replay_comparison(ids: np.ndarray, fractions: list[float], repeat: int) -> dict[float, tuple[Timed, Timed]]:
-    n = len(ids)
+    ids = cases.zipf_trace(n_refs, n_ranks, ZIPF_S, ZIPF_SEED)
     distinct = int(ids.max()) + 1
-    print(f"== 1. one VM, guest LRU, no host pressure, vs libCacheSim LRU  (best of {repeat})")
-    print(f"trace:        {TRACE.name}: {n:,} references, {distinct:,} distinct pages")
-    out = {}
+    frames = max(1, math.floor(CACHE_FRACTION * distinct))
+    print(f"== 1. one VM, Zipf({ZIPF_S:g}) trace, cache {CACHE_FRACTION:.0%}: engine mrc path vs libCacheSim's C loop"
+          f" vs a bare numba loop  (best of {repeat})")
+    print(f"trace:        {n_refs:,} references over {distinct:,} distinct pages ({distinct * 4 / 2**20:.2f} GB of 4 KB pages;"
+          f" Zipf over {n_ranks:,} ranks, seed {ZIPF_SEED}, made in {time.perf_counter() - t0:.1f} s, not timed)")
+    print(f"cache:        {frames:,} pages")
+    cases.warm_up(ids)
+    out = {"refs": n_refs, "distinct": distinct, "frames": frames, "policies": {}}
     with tempfile.TemporaryDirectory(prefix="vmemlab-bench-") as tmp:
-        path = Path(tmp) / "trace.oracleGeneral.bin"
-        write_oracle_general(ids, path)     # conversion is not timed
-        for frac in fractions:
-            frames = max(1, math.floor(frac * distinct))
-            eng = engine_replay(ids, frames, repeat)
-            ref = libcachesim_replay(path, n, frames, repeat)
-            if eng.misses != ref.misses:
-                raise SystemExit(f"cache {frames}: engine {eng.misses:,} misses vs libCacheSim {ref.misses:,}: "
-                                 f"the two replays do different work, the comparison is meaningless")
-            want = expected_misses(frames, n)
-            if want is not None and want != eng.misses:
-                raise SystemExit(f"cache {frames}: {eng.misses:,} misses, but {EXPECTED.name} says {want:,}")
-            ratio = ref.best_s / eng.best_s
-            per_req = libcachesim_per_request(ids, frames)
-            n_prefix = min(n, PER_REQUEST_REFS)
-            prefix_misses = miss_counts(ids[:n_prefix], "lru", [frames])[0]
-            if per_req.misses != prefix_misses:
-                raise SystemExit(f"cache {frames}: per-request libCacheSim {per_req.misses:,} misses on the prefix, "
-                                 f"engine {prefix_misses:,}")
-            per_req_ratio = (n / eng.best_s) / (n_prefix / per_req.best_s)
-            print(f"cache {frac:4.0%} = {frames:>4} pages: misses {eng.misses:,} in both"
-                  f" ({eng.misses / n:.4%}){'; = expected.json' if want is not None else ''}")
-            print(f"  engine                              {eng.best_s:7.3f} s  {mrefs(n, eng.best_s)}")
-            print(f"  libCacheSim process_trace (C loop)  {ref.best_s:7.3f} s  {mrefs(n, ref.best_s)}"
-                  f"   engine/this {ratio:6.2f}x")
-            print(f"  libCacheSim cache.get() per request {per_req.best_s:7.3f} s  {mrefs(n_prefix, per_req.best_s)}"
-                  f"   engine/this {per_req_ratio:6.2f}x   (target >= {TARGET_RATIO:g}x: "
-                  f"{verdict(per_req_ratio >= TARGET_RATIO)}; first {n_prefix:,} refs, same misses)")
-            out[frac] = (eng, ref, per_req_ratio)
-    if len(fractions) > 1:
-        # the slow path's cost shows as the difference between two cache sizes on the same trace
-        (hi, _, _), (lo, _, _) = out[fractions[0]], out[fractions[-1]]
-        extra = lo.misses - hi.misses
-        if extra > 0 and lo.best_s > hi.best_s:
-            print(f"  cost per extra miss (engine, {fractions[-1]:.0%} vs {fractions[0]:.0%}): "
-                  f"{(lo.best_s - hi.best_s) / extra * 1e9:.0f} ns"
-                  f"  vs {hi.best_s / n * 1e9:.1f} ns per reference at {fractions[0]:.0%}")
+        path = Path(tmp) / "zipf.oracleGeneral.bin"
+        cases.write_oracle_general(ids, path)     # conversion is not timed
+        for policy in ("lru", "clock"):
+            eng = cases.engine_mrc(ids, policy, frames, repeat)
+            ref = cases.libcachesim_c_loop(path, n_refs, policy, frames, repeat)
+            bare = cases.bare_loop(ids, policy, frames, repeat)
+            same = eng.misses == ref.misses == bare.misses
+            print(f"  {policy.upper()}: misses engine {eng.misses:,}, libCacheSim {ref.misses:,}, bare loop {bare.misses:,}"
+                  f" ({eng.misses / n_refs:.2%}): {'equal' if same else 'DIFFERENT'}")
+            print(path_line("engine mrc path (miss_counts)", eng, n_refs))
+            print(path_line("libCacheSim process_trace (C loop)", ref, n_refs, eng.best_s, TARGET_VS_C_LOOP))
+            print(path_line("bare one-level numba loop", bare, n_refs, eng.best_s, TARGET_VS_BARE))
+            status = None
+            if not same:
+                status = "MISMATCH"
+                print(f"  !!! MISMATCH: {policy.upper()} miss counts differ (engine {eng.misses:,}, libCacheSim "
+                      f"{ref.misses:,}, bare {bare.misses:,}): the three paths did different work, the ratios are void")
+            vs_c, vs_bare = ref.best_s / eng.best_s, bare.best_s / eng.best_s
+            report.add(f"zipf_{policy}_vs_libcachesim_c", f"1. Zipf {policy.upper()}: engine / libCacheSim C loop",
+                       vs_c, "x", f">= {TARGET_VS_C_LOOP:g}x", vs_c >= TARGET_VS_C_LOOP, status)
+            report.add(f"zipf_{policy}_vs_bare", f"1. Zipf {policy.upper()}: engine / bare numba loop",
+                       vs_bare, "x", f">= {TARGET_VS_BARE:g}x", vs_bare >= TARGET_VS_BARE, status)
+            prof = cases.profile_replay(ids, policy, frames)
+            out["policies"][policy] = dict(misses=[eng.misses, ref.misses, bare.misses], engine_s=eng.best_s,
+                                           libcachesim_c_s=ref.best_s, bare_s=bare.best_s, profile=prof)
     print()
     return out
 
 
-# --- 2. sixteen VMs under pressure ------------------------------------------------------------
-
-class BenchOvercommit(Policy):
-    """Stand-in until plugins/overcommit.py exists: ESX-style content-based sharing plus host swap
-    with random victims for every VM, nothing else (no balloon, no compression)."""
-
-    name = "bench-overcommit"
-    version = "0"
-    summary = "sharing + random host swap for every VM (benchmark stand-in)"
-
-    # ESX rescans a VM's memory about once an hour; this is far faster so that sharing shows
-    # within a run of seconds. Pages per second per VM (80 MB/s).
-    SHARING_PAGES_PER_S = 20_000
-
-    def on_epoch(self, host):
-        decisions = Decisions(host=HostDecision(sharing_pages_per_s=self.SHARING_PAGES_PER_S))
-        for vm in host.running:
-            d = decisions.vm(vm.name)
-            d.host_swap = True
-            d.victim = "random"
-        return decisions
-
-
-def overcommit_policy() -> Policy:
-    """The project's overcommit policy with its defaults when it exists, else the stand-in. A
-    broken plugins/overcommit.py fails the benchmark rather than being silently replaced.
-    (Its default sharing scan is ESX's, a VM's whole memory per hour, so in a run of seconds
-    sharing saves little: the figure then is mostly sharing's bookkeeping, not its savings.)"""
-    if importlib.util.find_spec("plugins.overcommit") is not None:
-        from plugins.overcommit import OvercommitPolicy
-        return OvercommitPolicy.create({})
-    return BenchOvercommit()
-
-
-HOST_MB = 12 * 1024
-VM_MB = 1024
-OS_MB = 128
-
-# (kind, footprint MB, compute ns per reference, extra Phase fields): a mix of skews and speeds.
-# 4 x (900 + 760 + 400 + 760) MB + 16 x 128 MB of OS = 13.3 GB of working sets for 11.5 GB of
-# host memory left after the per-VM overhead: about 15 % too much, so the host must swap all
-# along, as on a consolidated host that is overcommitted but still usable.
-WORKLOADS = (
-    ("zipf", 900, 100.0, dict(zipf_s=1.0)),
-    ("hotcold", 760, 200.0, dict(hot_fraction=0.2, hot_probability=0.95)),
-    ("uniform", 400, 300.0, {}),
-    ("zipf", 760, 150.0, dict(zipf_s=1.2)),
-)
-# some zero and OS-identical pages in the workloads' data, so that sharing finds more than the OS
-WORKLOAD_CONTENT = ContentMix(zero=0.10, shared=0.10, compressible=0.5)
+def case_lackey(quick: bool, repeat: int, report: Report) -> dict:
+    ids = load_trace(TRACE)
+    if quick:
+        ids = np.ascontiguousarray(ids[:LACKEY_QUICK_REFS])
+    n, distinct = len(ids), int(ids.max()) + 1
+    expected = json.loads(EXPECTED.read_text()) if EXPECTED.exists() else {}
+    print(f"== 1b. one VM, cache-resident: {TRACE.name}, {n:,} references over {distinct:,} pages, LRU  (best of {repeat})")
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="vmemlab-bench-") as tmp:
+        path = Path(tmp) / "lackey.oracleGeneral.bin"
+        cases.write_oracle_general(ids, path)
+        for frac in (0.05, 0.01):
+            frames = max(1, math.floor(frac * distinct))
+            eng = cases.engine_mrc(ids, "lru", frames, repeat)
+            ref = cases.libcachesim_c_loop(path, n, "lru", frames, repeat)
+            bare = cases.bare_loop(ids, "lru", frames, repeat)
+            prefix = ids[:PER_REQUEST_REFS]
+            per_req = cases.libcachesim_per_request(prefix, "lru", frames)
+            prefix_engine = miss_counts(prefix, "lru", [frames])[0]
+            want = next((r["misses"] for r in expected.get("results", []) if expected.get("n_refs") == n
+                         and r["policy"] == "LRU" and r["cache_size"] == frames), None)
+            same = eng.misses == ref.misses == bare.misses and per_req.misses == prefix_engine \
+                and want in (None, eng.misses)
+            print(f"  cache {frac:.0%} = {frames} pages: misses {eng.misses:,} engine, {ref.misses:,} libCacheSim, "
+                  f"{bare.misses:,} bare{f', {want:,} expected.json' if want is not None else ''}: "
+                  f"{'equal' if same else 'DIFFERENT'}")
+            print(path_line("engine mrc path (miss_counts)", eng, n))
+            print(path_line("libCacheSim process_trace (C loop)", ref, n, eng.best_s))
+            per_req_ratio = (n / eng.best_s) / (len(prefix) / per_req.best_s)
+            print(f"    {'libCacheSim cache.get() per request':<38} {per_req.best_s:7.3f} s  {mrefs(len(prefix), per_req.best_s)}"
+                  f"   engine/this {per_req_ratio:6.2f}x   (first {len(prefix):,} refs)")
+            print(path_line("bare one-level numba loop", bare, n, eng.best_s))
+            if not same:
+                print(f"  !!! MISMATCH at {frames} pages: engine {eng.misses:,}, libCacheSim {ref.misses:,}, bare "
+                      f"{bare.misses:,}, expected.json {want}; per-request prefix {per_req.misses:,} vs engine {prefix_engine:,}")
+            status = None if same else "MISMATCH"
+            tag = f"{frac * 100:.0f}pct"
+            report.add(f"lackey_{tag}_vs_libcachesim_c", f"1b. lackey_cc1 LRU {frac:.0%}: engine / libCacheSim C loop",
+                       ref.best_s / eng.best_s, "x", None, None, status)
+            report.add(f"lackey_{tag}_vs_per_request", f"1b. lackey_cc1 LRU {frac:.0%}: engine / libCacheSim per request",
+                       per_req_ratio, "x", None, None, status)
+            report.add(f"lackey_{tag}_vs_bare", f"1b. lackey_cc1 LRU {frac:.0%}: engine / bare numba loop",
+                       bare.best_s / eng.best_s, "x", None, None, status)
+            out[tag] = dict(frames=frames, misses=eng.misses, engine_s=eng.best_s, libcachesim_c_s=ref.best_s,
+                            per_request_s=per_req.best_s, per_request_refs=len(prefix), bare_s=bare.best_s)
+    print()
+    return out
 
 
-def host_scenario(duration_s: float, replacement: str = "clock") -> Scenario:
-    vms = []
-    for i in range(16):
-        kind, footprint, compute_ns, extra = WORKLOADS[i % len(WORKLOADS)]
-        phase = Phase(kind=kind, duration_s=duration_s, footprint_mb=footprint, write_ratio=0.2,
-                      compute_ns=compute_ns, content=WORKLOAD_CONTENT, **extra)
-        # one OS image for all: the OS's zero and image pages are shareable across VMs
-        vms.append(VM(name=f"vm{i:02d}", memory_mb=VM_MB, os_mb=OS_MB, os_image="linux", phases=(phase,),
-                      replacement=replacement))
-    return Scenario(host=Host(memory_mb=HOST_MB, swap_device="ssd"), vms=tuple(vms),
-                    duration_s=duration_s, epoch_s=1.0, seed=1).check()
+# --- 2 and 3. VMs under pressure ------------------------------------------------------------------
+
+_warm: list[bool] = []
 
 
-def working_set_ratio(scenario: Scenario) -> float:
-    host = scenario.host
-    available = host.memory_mb - host.reserve_mb - host.vm_overhead_mb * len(scenario.vms)
-    demand = sum(vm.os_mb + sum(ph.footprint_mb for ph in vm.phases) for vm in scenario.vms)
-    return demand / available
-
-
-def host_benchmark(duration_s: float, repeat: int, replacement: str = "clock"):
-    scenario = host_scenario(duration_s, replacement)
-    print(f"== 2. 16 VMs under memory pressure, sharing + host swap, {replacement.upper()} guests  (best of {repeat})")
-    print(f"scenario:     host {HOST_MB // 1024} GB, 16 VMs x {VM_MB} MB (OS {OS_MB} MB each), "
-          f"{duration_s:g} simulated s, epoch {scenario.epoch_s:g} s")
-    print("workloads:    " + ", ".join(f"{k} {fp} MB @ {c:g} ns" for k, fp, c, _ in WORKLOADS) + " (x4 each)")
-    print(f"demand:       OS + footprints = {working_set_ratio(scenario):.2f}x the host memory left for guests")
-
-    # warm-up on a short run of the same scenario: same types, so the compiled code is loaded
-    # (or compiled) before the clock starts
-    warm = host_scenario(min(duration_s, 2.0), replacement)
-    Simulation(warm, overcommit_policy()).run()
-
-    best = math.inf
-    result = sim = None
-    best_marks: list[tuple[float, int]] = []
-    best_t0 = 0.0
-    refs_seen = set()
+def host_run(n_vms: int, duration_s: float, replacement: str, repeat: int) -> dict:
+    """The best of ``repeat`` instrumented runs of the host scenario. The first call warms up on
+    4 VMs for 1 s: the compiled code is the same for every size and guest policy."""
+    if not _warm:
+        Simulation(cases.host_scenario(1.0, "lru", 4), cases.overcommit_policy()).run()
+        _warm.append(True)
+    scenario = cases.host_scenario(duration_s, replacement, n_vms)
+    best = None
     for _ in range(repeat):
-        policy = overcommit_policy()
-        sim = Simulation(scenario, policy)
-        # wall clock and references done at the end of each epoch: the first epoch (boot, every
-        # page touched for the first time) costs differently from the ones under pressure
+        sim = Simulation(scenario, cases.overcommit_policy())
         marks: list[tuple[float, int]] = []
-        progress = (lambda _frac, sim=sim, marks=marks:
+        progress = (lambda _f, sim=sim, marks=marks:
                     marks.append((time.perf_counter(), int(sim.st.vm_c[:, C_REFS].sum()))))
         t0 = time.perf_counter()
-        result = sim.run(progress=progress)
-        elapsed = time.perf_counter() - t0
-        if elapsed < best:
-            best, best_marks, best_t0 = elapsed, marks, t0
-        refs_seen.add(sum(vm["refs_done"] for vm in result.summary["vms"]))
-    if len(refs_seen) != 1:
-        raise SystemExit(f"16-VM run is not deterministic: reference totals {sorted(refs_seen)}")
-    refs = refs_seen.pop()
+        result, elapsed, timer = cases.timed_run(sim, progress)
+        if best is None or elapsed < best["run_s"]:
+            best = dict(run_s=elapsed, t0=t0, marks=marks, summary=result.summary, memory=cases.state_memory(sim),
+                        phases_s=timer.table(elapsed), missing=timer.missing, hook_calls=timer.calls[cases.HOOKS_PHASE])
+    best.update(scenario=scenario, counts=cases.run_counts(scenario, best["summary"]))
+    best["refs_s"] = best["counts"]["refs"] / best["run_s"]
+    return best
 
-    s = result.summary
-    faults = s["faults"]
-    host = s["host"]
+
+def case_host(duration_s: float, repeat: int, replacement: str, target: float, report: Report) -> dict:
+    r = host_run(16, duration_s, replacement, repeat)
+    sc, s, refs = r["scenario"], r["summary"], r["counts"]["refs"]
+    faults, host = s["faults"], s["host"]
+    print(f"== 2. 16 VMs under memory pressure, sharing + host swap, {replacement.upper()} guests  (best of {repeat})")
+    print(f"scenario:     host {sc.host.memory_mb // 1024} GB, 16 VMs x {cases.VM_MB} MB (OS {cases.OS_MB} MB each), "
+          f"{duration_s:g} simulated s; demand = {cases.working_set_ratio(sc):.2f}x the host memory left for guests")
     print(f"policy:       {s['policy']} {s['policy_version']}")
-    print(f"references:   {refs:,} in {best:.3f} s of sim.run()  ->  {mrefs(refs, best).strip()}"
-          f"   (target > {TARGET_HOST_REFS_S / 1e6:g} M: {verdict(refs / best > TARGET_HOST_REFS_S)})")
-    (t1, r1), (tn, rn) = best_marks[0], best_marks[-1]
-    later = f"; epochs 2-{len(best_marks)}: {rn - r1:,} refs in {tn - t1:.2f} s" if len(best_marks) > 1 else ""
-    print(f"by epoch:     epoch 1: {r1:,} refs in {t1 - best_t0:.2f} s{later}"
-          f"{f' ({mrefs(rn - r1, tn - t1).strip()})' if rn > r1 and tn > t1 else ''}")
-    print(f"host swap:    {faults['host_swap_out']:,} pages out, {faults['host_swap_in']:,} in;"
-          f" peak {host['host_swap_peak_mb']:.0f} MB swapped")
-    print(f"sharing:      saved {host['sharing_saved_mb_peak']:.1f} MB at peak "
-          f"({host['sharing_saved_mb_mean']:.1f} MB mean); {faults['cow_break']:,} copy-on-write breaks")
-    print(f"overcommit:   {host['overcommit_ratio']:.2f} (guest memory assigned / host memory);"
-          f" host peak used {host['peak_used_mb']:.0f} of {host['memory_mb']} MB")
-    # references that certainly left the inline fast path of kernel.run_vm for access(): every
-    # fault event below is raised inside access(). (First writes to clean pages also take it and
-    # are not counted, so this is a lower bound.)
-    slow = (faults["first_touch"] + faults["guest_pagefile_read"] + faults["host_swap_in"]
-            + faults["cow_break"] + faults["decompression"] + faults["smart_paging_in"])
-    slowdowns = [vm["slowdown"] for vm in s["vms"] if vm["slowdown"] is not None]
-    print(f"slow path:    >= {slow:,} references ({slow / refs:.2%}) went through access(); "
-          f"guest slowdown {min(slowdowns):.1f}..{max(slowdowns):.1f}x (mean {s['slowdown']:.2f})")
-    states = {vm["state"] for vm in s["vms"]}
-    if states != {"ran"}:
-        print(f"note:         VM states {sorted(states)}")
-
-    # sanity: without real pressure this benchmark would measure an easy case
-    if faults["host_swap_out"] <= 0:
-        raise SystemExit("16-VM scenario: the host never swapped; there was no memory pressure to measure")
-    if host["sharing_saved_mb_peak"] <= 0:
-        raise SystemExit("16-VM scenario: content-based sharing saved nothing; sharing was not exercised")
+    print(f"references:   {refs:,} in {r['run_s']:.3f} s of sim.run()  ->  {mrefs(refs, r['run_s']).strip()}"
+          f"   (target >= {target / 1e6:g} M: {'met' if r['refs_s'] >= target else 'NOT met'})")
+    (t1, r1), (tn, rn) = r["marks"][0], r["marks"][-1]
+    if rn > r1 and tn > t1:
+        print(f"by epoch:     epoch 1 (boot): {r1:,} refs in {t1 - r['t0']:.2f} s; epochs 2-{len(r['marks'])}: "
+              f"{rn - r1:,} refs in {tn - t1:.2f} s ({mrefs(rn - r1, tn - t1).strip()})")
+    print(f"host swap:    {faults['host_swap_out']:,} pages out, {faults['host_swap_in']:,} in; peak "
+          f"{host['host_swap_peak_mb']:.0f} MB; sharing saved {host['sharing_saved_mb_peak']:.1f} MB at peak")
+    if faults["host_swap_out"] <= 0 or host["sharing_saved_mb_peak"] <= 0:
+        print("  !!! the scenario did not exercise host swap and sharing: this figure measures an easy case")
     print()
-    return refs / best, sim
+    report.add(f"host16_{replacement}_mrefs", f"2. 16 VMs, {replacement.upper()} guests", r["refs_s"] / 1e6, "M refs/s",
+               f">= {target / 1e6:g}", r["refs_s"] >= target)
+    return r
 
 
-# --- 3. memory per guest page ------------------------------------------------------------------
+def case_scaling(quick: bool, report: Report) -> list[dict]:
+    sizes, duration_s = SCALING["quick" if quick else "full"]
+    print(f"== 3. scaling: host and guests scaled together at the same pressure, CLOCK guests, {duration_s:g} simulated s")
+    print(f"{'VMs':>4} {'host MB':>8} {'demand':>6} {'references':>14} {'sim.run s':>9} {'M refs/s':>9} {'B/page':>7}"
+          f" {'B/frame':>8} {'policy ms/epoch':>15} {'non-kernel ms/epoch':>19} {'kernel ns/ref':>13}")
+    rows = []
+    for n in sizes:
+        r = host_run(n, duration_s, "clock", 1)
+        c, ph, mem = r["counts"], r["phases_s"], r["memory"]
+        row = dict(vms=n, host_mb=r["scenario"].host.memory_mb, demand=cases.working_set_ratio(r["scenario"]),
+                   refs=c["refs"], run_s=r["run_s"], refs_s=r["refs_s"],
+                   bytes_per_page=mem["per_page"], bytes_per_frame=mem["per_frame"], epochs=c["epochs"],
+                   policy_ms_per_epoch=ph.get(cases.HOOKS_PHASE, 0.0) / c["epochs"] * 1e3,
+                   non_kernel_ms_per_epoch=(r["run_s"] - ph.get(cases.KERNEL_PHASE, 0.0)) / c["epochs"] * 1e3,
+                   kernel_ns_per_ref=ph.get(cases.KERNEL_PHASE, math.nan) / c["refs"] * 1e9)
+        rows.append(row)
+        print(f"{n:>4} {row['host_mb']:>8,} {row['demand']:>5.2f}x {c['refs']:>14,} {r['run_s']:>9.2f} "
+              f"{r['refs_s'] / 1e6:>9.1f} {mem['per_page']:>7.2f} {mem['per_frame']:>8.2f} {row['policy_ms_per_epoch']:>15.2f} "
+              f"{row['non_kernel_ms_per_epoch']:>19.2f} {row['kernel_ns_per_ref']:>13.1f}")
+    print("  (demand: working sets / host memory for guests. 1 VM runs the mix's first workload alone on the smallest"
+          " host that holds it; from 4 VMs on the whole mix repeats at the same pressure)")
+    base = next((r for r in rows if r["vms"] == 4), None)
+    last = rows[-1]
+    if base is not None and last is not base:
+        ratio = last["refs_s"] / base["refs_s"]
+        per_vm = (last["non_kernel_ms_per_epoch"] / last["vms"]) / max(base["non_kernel_ms_per_epoch"] / base["vms"], 1e-9)
+        print(f"linear?       refs/s at {last['vms']} VMs = {ratio:.2f}x that at 4 VMs (linear: >= {TARGET_LINEAR:g}x: "
+              f"{'yes' if ratio >= TARGET_LINEAR else 'NO'}); non-kernel time per VM per epoch {per_vm:.2f}x")
+        report.add("scaling_linear", f"3. refs/s at {last['vms']} VMs / at 4 VMs", ratio, "x",
+                   f">= {TARGET_LINEAR:g}x", ratio >= TARGET_LINEAR)
+    at64 = next((r for r in rows if r["vms"] == 64), None)
+    report.add("bytes_per_page_64", "3. engine state per guest page, 64 VMs", at64 and at64["bytes_per_page"], "B",
+               f"<= {TARGET_BYTES_PER_PAGE:g}", None if at64 is None else at64["bytes_per_page"] <= TARGET_BYTES_PER_PAGE)
+    if at64 is not None:
+        report.add("policy_ms_per_epoch_64", "3. policy hooks per epoch, 64 VMs", at64["policy_ms_per_epoch"], "ms", None, None)
+    print()
+    return rows
 
-def memory_report(label: str, sim: Simulation) -> tuple[float, float]:
-    """Bytes of the per-frame and per-page arrays of the engine state, per guest frame and per
-    guest page (page-table entry). Per-VM, host and phase tables are a few hundred bytes per VM
-    and left out."""
-    st = sim.st                       # after run(): sharing and FIFO arrays exist only if enabled
-    sizes = bytes_per_frame(st)
-    total = sum(sizes.values())
-    frames = len(st.frame_page)
-    pages = len(st.page_table)
-    detail = ", ".join(f"{name} {nbytes / frames:.2f}" for name, nbytes in sizes.items())
-    print(f"{label}: {frames:,} guest frames, {pages:,} guest pages, {total / 1e6:.2f} MB")
-    print(f"  {total / frames:6.2f} B per guest frame,  {total / pages:6.2f} B per guest page")
-    print(f"  per frame by array: {detail}")
-    return total / frames, total / pages
+
+# --- 4. wall time --------------------------------------------------------------------------------
+
+def case_wall(run: bool, report: Report) -> dict | None:
+    print("== 4. wall time users see: vmemlab simulate scenarios/seed.json (six policies, 120 simulated s)")
+    if not run:
+        print("skipped (--quick or --no-wall)\n")
+        report.add("seed_wall_jobs2", "4. seed comparison wall time, --jobs 2", None, "s", f"< {TARGET_SEED_WALL_S:g}", None)
+        return None
+    w = seed_wall_times()
+    print(f"warm-up:      the seed for 3 simulated s, {w['warm_up_s']:.1f} s (not a figure: numba loads or compiles here)")
+    for key in ("jobs1", "jobs2"):
+        r = w[key]
+        if r is None:
+            print("  --jobs 2:   --jobs not available yet (vmemlab simulate --help does not list it)")
+            continue
+        per = ", ".join(f"{p} {s:.1f}" for p, s in r["per_policy_s"].items())
+        print(f"  {r['command']:<58} {r['wall_s']:7.1f} s   (per policy, s: {per})")
+    if w["same_output"] is not None:
+        print(f"same output at --jobs 1 and 2: {'yes' if w['same_output'] else 'NO: the comparison differs with --jobs'}")
+    two = w["jobs2"]
+    report.add("seed_wall_jobs1", "4. seed comparison wall time, --jobs 1", w["jobs1"]["wall_s"], "s", None, None)
+    report.add("seed_wall_jobs2", "4. seed comparison wall time, --jobs 2", two and two["wall_s"], "s",
+               f"< {TARGET_SEED_WALL_S:g}", None if two is None else two["wall_s"] < TARGET_SEED_WALL_S,
+               "NOT met (output differs)" if w["same_output"] is False else None)
+    print()
+    return w
 
 
-# --- main --------------------------------------------------------------------------------------
+# --- 5. profile ----------------------------------------------------------------------------------
+
+def case_profile(zipf: dict, hosts: dict[str, dict]) -> dict:
+    print("== 5. per-phase profile (hits: references minus fault events; time from wrapping the simulator's"
+          " phases, numba code untouched)")
+    out = {}
+    for policy, p in zipf["policies"].items():
+        prof = p["profile"]
+        if prof is None:
+            print(f"case 1 Zipf {policy.upper()}: the engine has no replay_scenario any more: not profiled")
+            continue
+        print_profile(f"case 1, Zipf {policy.upper()} {CACHE_FRACTION:.0%}", prof["counts"], prof["run_s"],
+                      prof["phases_s"], prof["missing"], p["bare_s"], prof["build_s"])
+        out[f"zipf_{policy}"] = {k: prof[k] for k in ("build_s", "run_s", "phases_s", "counts")} | {"bare_s": p["bare_s"]}
+    for repl, r in hosts.items():
+        print_profile(f"case 2, 16 VMs {repl.upper()}", r["counts"], r["run_s"], r["phases_s"], r["missing"])
+        out[f"host16_{repl}"] = {k: r[k] for k in ("run_s", "phases_s", "counts")}
+    print()
+    return out
+
+
+# --- main ----------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per figure, best is reported (default 3)")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: first {QUICK_REFS:,} references of the trace, 4 simulated s for 16 VMs")
+    ap.add_argument("--repeat", type=int, help="timed runs per figure, best reported (default 3, --quick 1)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, no wall-time part")
+    ap.add_argument("--wall", action=argparse.BooleanOptionalAction, default=None,
+                    help="time `vmemlab simulate` on the seed (minutes; default on, off with --quick)")
+    ap.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     args = ap.parse_args(argv)
-    if args.repeat < 1:
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if repeat < 1:
         ap.error("--repeat must be at least 1")
+    wall = args.wall if args.wall is not None else not args.quick
+    started = time.perf_counter()
 
-    machine_report()
-
-    ids = load_trace(TRACE)
-    if args.quick:
-        ids = np.ascontiguousarray(ids[:QUICK_REFS])
-    # 5 % first: it is the headline; 1 % is cheap and shows what a miss costs
-    replays = replay_comparison(ids, [0.05, 0.01], args.repeat)
-    eng5, ref5, ratio = replays[0.05]
-    c_loop_ratio = ref5.best_s / eng5.best_s
-
-    # Guests run CLOCK, as Linux and Windows approximate LRU; the same run with exact LRU guests
-    # follows, for what an exact LRU list costs when every reference is a cache miss
-    host_refs_s, host_sim = host_benchmark(4.0 if args.quick else 15.0, args.repeat, "clock")
-    lru_refs_s, _ = host_benchmark(4.0 if args.quick else 15.0, 1, "lru")
-
-    print("== 3. engine state per simulated guest page  (per-frame and per-page arrays of state.State)")
-    memory_report("one-VM replay, 5 % cache", eng5.sim)
-    print("  (here the guest has frames for 5 % of the trace's pages, so the page table dominates the"
-          " per-frame figure; the 16-VM scenario, where frames and pages are alike in number, is the"
-          " one judged)")
-    host_per_frame, host_per_page = memory_report("16-VM scenario", host_sim)
-    print()
-
-    print("== targets")
-    print(f"engine >= {TARGET_RATIO:g}x libCacheSim LRU per request (5 % cache):  {ratio:.2f}x   {verdict(ratio >= TARGET_RATIO)}"
-          f"   (against its C loop process_trace: {c_loop_ratio:.2f}x)")
-    print(f"16-VM scenario > {TARGET_HOST_REFS_S / 1e6:g} M refs/s:            {host_refs_s / 1e6:.1f} M   "
-          f"{verdict(host_refs_s > TARGET_HOST_REFS_S)}   (exact-LRU guests: {lru_refs_s / 1e6:.1f} M)")
-    print(f"<= {TARGET_BYTES_PER_PAGE:g} B per guest page (16 VMs):           {host_per_frame:.1f} B per frame,"
-          f" {host_per_page:.1f} B per page   {verdict(max(host_per_frame, host_per_page) <= TARGET_BYTES_PER_PAGE)}")
-    print(f"engine/libcachesim LRU ratio: {ratio:.2f}")
+    report = Report()
+    report.details["machine"] = machine_report()
+    zipf = case_zipf(args.quick, repeat, report)
+    report.details["lackey_cc1"] = case_lackey(args.quick, repeat, report)
+    duration = HOST_S["quick" if args.quick else "full"]
+    hosts = {"clock": case_host(duration, repeat, "clock", TARGET_CLOCK_REFS_S, report),
+             "lru": case_host(duration, min(repeat, 2), "lru", TARGET_LRU_REFS_S, report)}
+    report.details["scaling"] = case_scaling(args.quick, report)
+    report.details["wall"] = case_wall(wall, report)
+    report.details["profile"] = case_profile(zipf, hosts)
+    report.details["zipf"] = {k: v for k, v in zipf.items() if k != "policies"} | {
+        "policies": {p: {k: v for k, v in d.items() if k != "profile"} for p, d in zipf["policies"].items()}}
+    report.details["host16"] = {repl: dict(refs=r["counts"]["refs"], run_s=r["run_s"], refs_s=r["refs_s"],
+                                           memory=r["memory"]) for repl, r in hosts.items()}
+    summary(report)
+    measured = [r for r in report.rows if r["target"] is not None and r["verdict"] != "not measured"]
+    met = sum(r["verdict"] == "met" for r in measured)
+    print(f"({time.perf_counter() - started:.0f} s in all{'; --quick: small sizes, not the figures' if args.quick else ''})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"quick": args.quick, "repeat": repeat, "figures": report.rows,
+                                               "details": report.details}, indent=2, default=str) + "\n")
+        print(f"figures written to {args.json}")
+    ratio = report.value("zipf_lru_vs_libcachesim_c")
+    print(f"engine-bench: met={met}/{len(measured)} zipf_lru_vs_libcachesim_c={ratio:.2f}")
 
 
 if __name__ == "__main__":

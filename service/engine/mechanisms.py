@@ -32,6 +32,10 @@ def set_balloon(st, v, target, t):
         if st.vm_i[v, I_NFREE] > 0:
             f = free_pop(st, v, fb)
         else:
+            # the guest's victim may cost a whole page of the VM's holding before the check
+            # below can see it: a shared page it maps is dropped as it is paged out
+            if not may_take(st, v, 4):
+                break
             f, s = guest_evict(st, v, fb, pb, t + stall)
             if f < 0:
                 break
