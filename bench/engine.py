@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wall", action=argparse.BooleanOptionalAction, default=None,
                     help="time `vmemlab simulate` on the seed (minutes; default on, off with --quick)")
     ap.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
+    ap.add_argument("--zipf-only", action="store_true", help="only figure 1, the Zipf trace (about a minute)")
     args = ap.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
@@ -314,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     report = Report()
     report.details["machine"] = machine_report()
     zipf = case_zipf(args.quick, repeat, report)
+    if args.zipf_only:
+        summary(report)
+        print(f"engine-bench: zipf_lru_vs_libcachesim_c={report.value('zipf_lru_vs_libcachesim_c'):.2f}")
+        return
     report.details["lackey_cc1"] = case_lackey(args.quick, repeat, report)
     duration = HOST_S["quick" if args.quick else "full"]
     hosts = {"clock": case_host(duration, repeat, "clock", TARGET_CLOCK_REFS_S, report),

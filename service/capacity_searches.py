@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
-from .capacity import SLA, Capacity, Probe, conclude, judge, next_count, startable, with_copies
+from .capacity import SLA, Capacity, Probe, answer_line, conclude, judge, next_count, startable, with_copies
 from .db import first_line, session_scope
 from .experiments import create_experiment, delete_with_experiments, sha256_of, validate_document
 from .idempotency import add_or_replay, replay
@@ -269,9 +269,8 @@ def policy_states(search: CapacitySearch) -> list[dict[str, Any]]:
             if run.status == RunStatus.SUCCEEDED.value:
                 probes[count] = judge(run.summary or {}, count, sla)
                 probes[count].run = run.id
-        state = {"index": index, "policy": choice["name"], "params": choice["params"], "probes": probes,
-                 "runs": runs, "next": None, "capacity": None, "error": None,
-                 "policy_version": next((r.policy_version for r in runs.values()), None)}
+        state = {"policy": choice["name"], "params": choice["params"], "probes": probes, "next": None,
+                 "capacity": None, "error": None, "policy_version": next((r.policy_version for r in runs.values()), None)}
         error = next((line.split(": ", 1)[1] for line in errors if line.startswith(f"policies[{index}]: ")), None)
         ended = [run for run in runs.values() if run.status in (RunStatus.FAILED.value, RunStatus.CANCELLED.value)]
         if error is not None or ended:
@@ -311,8 +310,14 @@ def search_results(search: CapacitySearch) -> list[dict[str, Any]]:
     return search.results if search.results is not None else [_result(s) for s in policy_states(search)]
 
 
-def search_status(search: CapacitySearch) -> str:
-    statuses = {r["status"] for r in search_results(search)}
+def search_answer(search: CapacitySearch, results: list[dict[str, Any]]) -> str:
+    """The search's one-line answer, from its ``search_results``."""
+    return answer_line(results, search.scenario["host"]["memory_mb"], search.vm_name, search.sla["max_slowdown"])
+
+
+def search_status(results: list[dict[str, Any]]) -> str:
+    """One word for the search, from its ``search_results``."""
+    statuses = {r["status"] for r in results}
     for status in ("running", "failed", "cancelled"):
         if status in statuses:
             return status

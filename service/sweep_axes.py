@@ -22,7 +22,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 MAX_VALUES = 10_000          # of one axis, before any limit on the sweep's points
 
@@ -212,6 +212,36 @@ def point_document(document: dict, axes: Sequence[Axis], values: Sequence[Any]) 
         except AxisError as exc:
             raise AxisError(str(exc), i) from None
     return result
+
+
+def indexed_path(document: dict, path: str) -> str:
+    """``vms[web].count`` -> ``vms[1].count`` in ``document``: how validation names the field the
+    axis sets; "" if the path names no entry there."""
+    node: Any = document
+    out = ""
+    for step in parse_path(path):
+        if isinstance(node, list):
+            index = step if isinstance(step, int) else next(
+                (i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == step), None)
+            if index is None or index >= len(node):
+                return ""
+            out, node = f"{out}[{index}]", node[index]
+        elif isinstance(node, dict):
+            out = f"{out}.{step}" if out else str(step)
+            node = node.get(step)
+        else:
+            return out
+    return out
+
+
+def blamed_axis(document: dict, axes: Sequence[Axis], field: str) -> Optional[int]:
+    """The axis whose value a validation problem at ``field`` of the point's ``document`` is
+    about: the field lies under the axis's path, or is the object holding it. None if none is."""
+    for i, axis in enumerate(axes):
+        path = indexed_path(document, axis.path)
+        if path and (field == path or field.startswith((path + ".", path + "[")) or path.startswith(field + ".")):
+            return i
+    return None
 
 
 def point_label(axes: Sequence[Axis], values: Sequence[Any]) -> str:

@@ -27,7 +27,9 @@ from .models import METRIC_COLUMNS, Run, Sweep, SweepPoint
 from .runs import cancel_unfinished
 from .scenario import ROOT, ScenarioValidationError
 from .settings import Settings, get_settings
-from .sweep_axes import Axis, AxisError, axis_from_json, parse_path, point_count, point_document, point_label, points
+from .sweep_axes import (
+    Axis, AxisError, axis_from_json, blamed_axis, point_count, point_document, point_label, points,
+)
 
 RESULT_FIELDS = ("point", "policy", "policy_version", "params", "run_id", "experiment_id", "status", "error")
 
@@ -118,13 +120,11 @@ def _point_document(document: dict, axes: Sequence[Axis], values: Sequence[Any])
 
 def _blame(errors: dict[str, list[str]], axes: Sequence[Axis], point_doc: dict, values: Sequence[Any],
            policies_in_body: bool) -> dict[str, list[str]]:
-    """The errors of a point's experiment, named by the axis that put the bad value there (its
-    path in index form is a prefix of the field's), else by where they are in the request."""
-    indexed = [_indexed(point_doc, axis.path) for axis in axes]
+    """The errors of a point's experiment, named by the axis that put the bad value there, else
+    by where they are in the request."""
     blamed: dict[str, list[str]] = {}
     for path, messages in errors.items():
-        owner = next((i for i, p in enumerate(indexed)
-                      if p and (path == p or path.startswith((p + ".", p + "[")) or p.startswith(path + "."))), None)
+        owner = blamed_axis(point_doc, axes, path)
         if owner is not None:
             key = f"axes[{owner}]"
             text = [f"{axes[owner].path}={values[owner]!r}: {path}: {m}" for m in messages]
@@ -134,25 +134,6 @@ def _blame(errors: dict[str, list[str]], axes: Sequence[Axis], point_doc: dict, 
             text = [f"at {point_label(axes, values)}: {m}" for m in messages]
         blamed.setdefault(key, []).extend(text)
     return blamed
-
-
-def _indexed(document: dict, path: str) -> str:
-    """``vms[web].count`` -> ``vms[1].count`` in ``document``: how validation errors name it."""
-    node: Any = document
-    out = ""
-    for step in parse_path(path):
-        if isinstance(node, list):
-            index = step if isinstance(step, int) else next(
-                (i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == step), None)
-            if index is None or index >= len(node):
-                return ""
-            out, node = f"{out}[{index}]", node[index]
-        elif isinstance(node, dict):
-            out = f"{out}.{step}" if out else str(step)
-            node = node.get(step)
-        else:
-            return out
-    return out
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -231,10 +212,10 @@ def delete_sweep(session: Session, sweep: Sweep) -> None:
     delete_with_experiments(session, sweep, [point.experiment for point in sweep.points])
 
 
-def answer(sweep: Sweep) -> str:
+def answer(sweep: Sweep, rows: Optional[list[dict[str, Any]]] = None) -> str:
     """Per policy, its worst slowdown over the sweep and where; the points where VMs were
     refused. Says so while runs are still going."""
-    rows = results(sweep)
+    rows = results(sweep) if rows is None else rows
     done = [row for row in rows if row["status"] == "succeeded"]
     size = f"{len(sweep.points)} point{'s' if len(sweep.points) != 1 else ''} x {len(sweep.policies) or 1} " \
            f"polic{'ies' if (len(sweep.policies) or 1) != 1 else 'y'}"

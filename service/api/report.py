@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, url_for
 
-from ..capacity import answer_line
-from ..capacity_searches import history, search_results
+from ..capacity_searches import history, search_answer, search_results
 from ..models import RunStatus
 from ..report import render_report
 from ..runs import compare, run_series
@@ -39,7 +38,8 @@ def sweep_report(sweep_id: int) -> Response:
     sweep = load_sweep(sweep_id)
     links = {"self": url_for("sweeps.SweepItem", sweep_id=sweep.id),
              "csv": url_for("sweeps.SweepResults", sweep_id=sweep.id, format="csv")}
-    html = render_sweep(sweep, progress(sweep), results(sweep), answer(sweep), links,
+    rows = results(sweep)
+    html = render_sweep(sweep, progress(sweep), rows, answer(sweep, rows), links,
                         lambda experiment_id: url_for("report.experiment_report", experiment_id=experiment_id))
     return Response(html, mimetype="text/html")
 
@@ -58,6 +58,6 @@ def capacity_report(search_id: int) -> Response:
             return url_for("runs.RunItem", run_id=probe["run"]) if probe.get("run") else "#"
         return url_for("report.experiment_report", experiment_id=experiments[probe["run"]]) + f"#run-{probe['run']}"
 
-    answer = answer_line(found, search.scenario["host"]["memory_mb"], search.vm_name, search.sla["max_slowdown"])
-    html = render_capacity(search, found, answer, links, run_link, compare_history(search, history(db(), search)))
+    history_rows = compare_history(search, history(db(), search))
+    html = render_capacity(search, found, search_answer(search, found), links, run_link, history_rows)
     return Response(html, mimetype="text/html")

@@ -16,7 +16,7 @@ from ..engine.hooks import describe_failure
 from ..policies import BrokenPolicyError, UnknownPolicyError, load_policy, policy_event_problems
 from ..scenario import ScenarioValidationError, flatten_errors, load_scenario
 from ..sdk import PolicyParameterError
-from ..sweep_axes import Axis, AxisError, axis_from_text, parse_path, point_document, point_label, points
+from ..sweep_axes import Axis, AxisError, axis_from_text, blamed_axis, point_document, point_label, points
 from .common import Column, UsageError, _count, _mb, _number, _ratio, format_table
 from .parallel import ProcessFailed, run_in_processes
 from .simulate import build_policies, choose_policies, parse_param_overrides
@@ -116,26 +116,10 @@ def _check_point(point: dict, base_dir: Path) -> tuple[dict[str, list[str]], Any
 
 def _blame(point: dict, axes: Sequence[Axis], values: Sequence[Any], field: str) -> str:
     """The axis a problem's field lies under (``--axis host.memory_mb=0``), else the point."""
-    for axis, value in zip(axes, values):
-        prefix = _indexed_path(point, axis.path)
-        if field == prefix or field.startswith((prefix + ".", prefix + "[")):
-            return f"--axis {axis.path}={json.dumps(value)}"
+    owner = blamed_axis(point, axes, field)
+    if owner is not None:
+        return f"--axis {axes[owner].path}={json.dumps(values[owner])}"
     return f"at {point_label(axes, values)}"
-
-
-def _indexed_path(document: dict, path: str) -> str:
-    """``vms[web].count`` as validation names fields, by position: ``vms[0].count``."""
-    text, node = "", document
-    for step in parse_path(path):
-        if isinstance(node, list):
-            index = step if isinstance(step, int) else next(
-                (i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == step), step)
-            text += f"[{index}]"
-            node = node[index] if isinstance(index, int) and index < len(node) else None
-        else:
-            text = f"{text}.{step}" if text else str(step)
-            node = node.get(step) if isinstance(node, dict) else None
-    return text
 
 
 def _message(exc: AxisError, *quoted: str) -> str:

@@ -6,8 +6,7 @@ from typing import Any
 from flask import url_for
 from marshmallow import Schema, fields, pre_dump, validate
 
-from ...capacity import answer_line
-from ...capacity_searches import search_results, search_status
+from ...capacity_searches import search_answer, search_results, search_status
 from ...models import CapacitySearch, Sweep
 from ...sweeps import answer, progress, results
 from ..common import QuerySchema
@@ -46,14 +45,15 @@ def sweep_view(sweep: Sweep, detail: bool = False) -> dict[str, Any]:
     """What the API says of a sweep: its request, progress, one-line answer and links; with
     ``detail``, the results table so far."""
     ids = {"sweep_id": sweep.id}
+    rows = results(sweep)
     out = {"id": sweep.id, "name": sweep.name, "created_at": sweep.created_at, "axes": sweep.axes,
            "policies": sweep.policies, "points": len(sweep.points), "scenario_sha256": sweep.scenario_sha256,
-           "idempotency_key": sweep.idempotency_key, **progress(sweep), "answer": answer(sweep),
+           "idempotency_key": sweep.idempotency_key, **progress(sweep), "answer": answer(sweep, rows),
            "links": {"self": url_for("sweeps.SweepItem", **ids), "results": url_for("sweeps.SweepResults", **ids),
                      "csv": url_for("sweeps.SweepResults", format="csv", **ids),
                      "cancel": url_for("sweeps.SweepCancel", **ids), "report": url_for("report.sweep_report", **ids)}}
     if detail:
-        out["results"] = results(sweep)
+        out["results"] = rows
     return out
 
 
@@ -102,9 +102,8 @@ def search_view(search: CapacitySearch) -> dict[str, Any]:
     return {"id": search.id, "name": search.name, "created_at": search.created_at, "finished_at": search.finished_at,
             "vm": search.vm_name, "sla": search.sla, "max_count": search.max_count, "policies": search.policies,
             "scenario_sha256": search.scenario_sha256, "idempotency_key": search.idempotency_key,
-            "status": search_status(search), "error": search.error, "results": found,
-            "answer": answer_line(found, search.scenario["host"]["memory_mb"], search.vm_name,
-                                  search.sla["max_slowdown"]),
+            "status": search_status(found), "error": search.error, "results": found,
+            "answer": search_answer(search, found),
             "links": {"self": url_for("capacity_searches.SearchItem", **ids),
                       "history": url_for("capacity_searches.SearchHistory", **ids),
                       "cancel": url_for("capacity_searches.SearchCancel", **ids),
