@@ -275,6 +275,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     request("POST", experiments, experiments, 201, json=document, headers=key)
     request("POST", experiments, experiments, 200, json=document, headers=key)
     request("POST", experiments, experiments, 409, json={**document, "seed": 99}, headers=key)
+    request("POST", experiments, experiments, 400, data="{", content_type="application/json")
     with mock.patch("service.api.experiments.enqueue", raising(ConnectionError("broker down"))):
         response = request("POST", experiments, experiments, 503, json=document)
         assert response.headers["Retry-After"]
@@ -289,6 +290,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
         made = request("POST", collection, collection, 202, json=body, headers=key).get_json()
         request("POST", collection, collection, 200, json=body, headers=key)
         request("POST", collection, collection, 409, json={**body, "name": "another"}, headers=key)
+        request("POST", collection, collection, 400, data="{", content_type="application/json")
         with mock.patch(f"{module}.{enqueue_name}", raising(ConnectionError("broker down"))):
             assert request("POST", collection, collection, 503, json=body).headers["Retry-After"]
         request("POST", f"{item}/cancel", f"{collection}/{made['id']}/cancel", 202)
