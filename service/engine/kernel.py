@@ -16,8 +16,10 @@ import math
 import numpy as np
 from numba import njit
 
+from .prefetch import prefetch
+
 from .state import (
-    BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
+    AHEAD_PAGE, AHEAD_REFS, AHEAD_RNG, AHEAD_WRITE, BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
     C_GUEST_FAULT, C_GUEST_PAGE_OUT, C_GUEST_PF_READ, C_HOST_SWAP_IN, C_HOST_SWAP_OUT, C_REFS,
     C_SHARED_BEFORE_SWAP, C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
     F_BLOCKED, F_CBIG, F_CLOCK, F_MEMORY_WAIT, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
@@ -40,6 +42,7 @@ from .state import (
 
 BLOCKED = -1.0
 OOM = -2.0
+AHEAD_MASK = AHEAD_REFS - 1
 
 # Compiled without numba's reference counting: nothing here allocates, and counting references to
 # the state's arrays on every call of a slow-path function cost about 1 us per page fault (perf
@@ -99,7 +102,7 @@ def unit_hash(z):
 
 # --- devices ------------------------------------------------------------------------------------
 
-@jit
+@jit(inline="always")
 def device_io(st, d, t, write):
     """Latency of one 4 KiB I/O issued at time t: the device's latency plus queueing, from its
     utilization rho as a queue with ``parallelism`` servers, wait = (latency / P) * rho / (1 - rho).
@@ -225,12 +228,12 @@ def stack_pop(st, v, fb, head, count):
     return f
 
 
-@jit
+@jit(inline="always")
 def free_push(st, v, fb, f):
     stack_push(st, v, fb, f, I_FREE_HEAD, I_NFREE, FREE)
 
 
-@jit
+@jit(inline="always")
 def free_pop(st, v, fb):
     return stack_pop(st, v, fb, I_FREE_HEAD, I_NFREE)
 
@@ -598,7 +601,7 @@ def cow_break(st, v, fb, f, page, fl, t):
 
 # --- the guest ----------------------------------------------------------------------------------
 
-@jit
+@jit(inline="always")
 def guest_victim(st, v, fb):
     """The guest's own replacement choice among its in-use frames."""
     repl = st.vm_i[v, I_REPL]
@@ -619,7 +622,7 @@ def guest_victim(st, v, fb):
             return f
 
 
-@jit
+@jit(inline="always")
 def guest_evict(st, v, fb, pb, t):
     """The guest pages out its victim to its own page file. Returns (frame, stall); the frame
     is left unmapped and on no list. Evicting a page that the host has swapped out is double
@@ -658,7 +661,7 @@ def guest_evict(st, v, fb, pb, t):
     return f, stall
 
 
-@jit
+@jit(inline="always")
 def guest_page_fault(st, v, fb, pb, page, t):
     """Bring ``page`` into a guest frame: a free one, else the guest's victim. The frame is then
     written by the guest (zeroed or read from the page file), so the host must back it."""
@@ -698,7 +701,7 @@ def guest_page_fault(st, v, fb, pb, page, t):
     return stall
 
 
-@jit
+@jit(inline="always")
 def access(st, v, fb, pb, repl, page, write, t):
     """One memory reference. Returns the stall it caused (ns), or BLOCKED / OOM."""
     f = st.page_table[pb + page]
@@ -854,6 +857,7 @@ def run_vm(st, v, t_end):
     lru_next = st.lru_next
     vm_i = st.vm_i
     traces = st.traces
+    ahead = st.ahead
     clock = st.vm_f[v, F_CLOCK]
     while clock < t_end:
         if st.vm_i[v, I_BLOCKED] != 0:
@@ -888,37 +892,64 @@ def run_vm(st, v, t_end):
         zss = st.ph_f[p, P_ZIPF_SS]
         hot = st.ph_i[p, P_HOT_PAGES]
         hot_prob = st.ph_f[p, P_HOT_PROB]
-        # position for the sequential kinds, derived from refs done so a restart of the loop
-        # after a block resumes exactly where it was
+        # position of the next reference to draw for the sequential kinds, derived from refs done
+        # so that a restart of the loop after a block resumes exactly where it was
         if kind == K_TRACE:
-            idx = done_refs % tlen
+            gidx = done_refs % tlen
+            wrap = tlen
         elif kind == K_SCAN:
-            idx = done_refs % npages
+            gidx = done_refs % npages
+            wrap = npages
         else:
-            idx = 0
+            gidx = 0
+            wrap = 1
+        head = 0
+        drawn = 0
         n = np.int64(0)
         stall_sum = 0.0
         interrupted = 0.0
         while clock < stop_t and n < left:
-            if kind == K_TRACE:
-                page = start + traces[toff + idx]
-            elif kind == K_SCAN:
-                page = start + idx
-            elif kind == K_UNIFORM:
-                page = start + rand_below(rng, v, npages)
-            elif kind == K_ZIPF:
-                page = start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss) - 1
-            else:  # K_HOTCOLD
-                if rand_float(rng, v) < hot_prob:
-                    page = start + rand_below(rng, v, hot)
+            while drawn < AHEAD_REFS:
+                slot = (head + drawn) & AHEAD_MASK
+                ahead[slot, AHEAD_RNG] = rng[v]
+                if kind == K_TRACE:
+                    page = start + traces[toff + gidx]
+                elif kind == K_SCAN:
+                    page = start + gidx
+                elif kind == K_UNIFORM:
+                    page = start + rand_below(rng, v, npages)
+                elif kind == K_ZIPF:
+                    page = start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss) - 1
+                else:  # K_HOTCOLD
+                    if rand_float(rng, v) < hot_prob:
+                        page = start + rand_below(rng, v, hot)
+                    else:
+                        page = start + hot + rand_below(rng, v, npages - hot)
+                gidx += 1
+                if gidx == wrap:
+                    gidx = 0
+                if wr <= 0.0:
+                    drawn_write = False
+                elif wr >= 1.0:
+                    drawn_write = True
                 else:
-                    page = start + hot + rand_below(rng, v, npages - hot)
-            if wr <= 0.0:
-                write = False
-            elif wr >= 1.0:
-                write = True
-            else:
-                write = rand_float(rng, v) < wr
+                    drawn_write = rand_float(rng, v) < wr
+                ahead[slot, AHEAD_PAGE] = np.uint64(page)
+                ahead[slot, AHEAD_WRITE] = np.uint64(1 if drawn_write else 0)
+                prefetch(page_table, pb + page)
+                drawn += 1
+            # half the window ahead the page table entry has arrived: fetch that page's frame
+            soon = page_table[pb + np.int64(ahead[(head + AHEAD_REFS // 2) & AHEAD_MASK, AHEAD_PAGE])]
+            if soon >= 0:
+                prefetch(host_state, fb + soon)
+                prefetch(flags, fb + soon)
+                if repl == R_LRU:
+                    prefetch(lru_prev, fb + soon)
+                    prefetch(lru_next, fb + soon)
+            page = np.int64(ahead[head, AHEAD_PAGE])
+            write = ahead[head, AHEAD_WRITE] != 0
+            head = (head + 1) & AHEAD_MASK
+            drawn -= 1
             # the common case inline, on local arrays: numba would otherwise pay reference
             # counting on every array taken out of the state tuple in the loop
             f = page_table[pb + page]
@@ -932,8 +963,8 @@ def run_vm(st, v, t_end):
                     fast = True
                     flags[F] = fl | TOUCH_BITS
                     if repl == R_LRU:
-                        head = vm_i[v, I_LRU_HEAD]
-                        if head != f:
+                        lru_head = vm_i[v, I_LRU_HEAD]
+                        if lru_head != f:
                             prv = lru_prev[F]
                             nxt = lru_next[F]
                             lru_next[fb + prv] = nxt   # f is not the head, so it has a prev
@@ -942,8 +973,8 @@ def run_vm(st, v, t_end):
                             else:
                                 vm_i[v, I_LRU_TAIL] = prv
                             lru_prev[F] = -1
-                            lru_next[F] = head
-                            lru_prev[fb + head] = f
+                            lru_next[F] = lru_head
+                            lru_prev[fb + lru_head] = f
                             vm_i[v, I_LRU_HEAD] = f
             if not fast:
                 s = access(st, v, fb, pb, repl, page, write, clock)
@@ -953,10 +984,8 @@ def run_vm(st, v, t_end):
             clock += compute + s
             stall_sum += s
             n += 1
-            if kind == K_TRACE or kind == K_SCAN:
-                idx += 1
-                if idx == (tlen if kind == K_TRACE else npages):
-                    idx = 0
+        if drawn > 0:
+            rng[v] = ahead[head, AHEAD_RNG]   # the references drawn but not used are drawn again
         st.vm_i[v, I_PHASE_REFS] = done_refs + n
         st.vm_c[v, C_REFS] += n
         st.vm_f[v, F_STALL] += stall_sum

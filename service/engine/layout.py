@@ -9,7 +9,7 @@ import numpy as np
 from .config import PAGES_PER_MB, Phase, Scenario
 from .kernel import zipf_constants
 from .state import (
-    ABSENT, D_PAR, D_READ_NS, D_WRITE_NS, F_OS_COMPRESSIBLE, F_OS_SHARED, F_OS_ZERO,
+    ABSENT, AHEAD_REFS, D_PAR, D_READ_NS, D_WRITE_NS, F_OS_COMPRESSIBLE, F_OS_SHARED, F_OS_ZERO,
     H_FREE_Q, H_RNG, H_SWAP_DEV, H_TOTAL_Q, HF_COMPRESS_NS, HF_COW_NS, HF_DECOMPRESS_NS,
     HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, I_BALLOON_HEAD, I_BOOT_PHASE, I_COMP_CAP_Q, I_FRAME_BASE,
     I_FREE_HEAD, I_IMAGE_ID, I_IMAGE_PAGES, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_NFRAMES,
@@ -177,5 +177,6 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
         ph_i=np.array(ph_i_rows, dtype=np.int64).reshape(-1, N_PI),
         ph_f=np.array(ph_f_rows, dtype=np.float64).reshape(-1, N_PF),
         traces=(np.concatenate(trace_chunks).astype(np.int32) if trace_chunks else np.zeros(1, dtype=np.int32)),
+        ahead=np.zeros((AHEAD_REFS, 3), dtype=np.uint64),
     )
     return state

@@ -117,9 +117,17 @@ DEVICE_WINDOW_NS = 10e6      # utilization is measured over 10 ms windows of sim
 
 NO_LIMIT = np.int64(2) ** 62
 
+# References are drawn this many ahead of their use (a power of two), so that their page table
+# entries and frames can be fetched from memory before the loop needs them: ``State.ahead`` holds
+# each drawn reference's page, write flag and the VM's random state before it was drawn, which is
+# put back for the ones not used when the loop stops (a run draws exactly what it uses).
+AHEAD_REFS = 16
+AHEAD_PAGE, AHEAD_WRITE, AHEAD_RNG = 0, 1, 2
+
 State = namedtuple("State", [
     "page_table", "frame_page", "lru_prev", "lru_next", "host_state", "flags", "fifo", "share_ref",
     "vm_i", "vm_f", "vm_c", "host_i", "host_f", "dev_f", "rng", "ph_i", "ph_f", "traces",
+    "ahead",
 ])
 
 
