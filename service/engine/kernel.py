@@ -19,7 +19,7 @@ from numba import njit
 from .prefetch import prefetch
 
 from .state import (
-    AHEAD_PAGE, AHEAD_REFS, AHEAD_RNG, AHEAD_WRITE, BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
+    AHEAD_MIN_PAGES, AHEAD_PAGE, AHEAD_REFS, AHEAD_RNG, AHEAD_WRITE, BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
     C_GUEST_FAULT, C_GUEST_PAGE_OUT, C_GUEST_PF_READ, C_HOST_SWAP_IN, C_HOST_SWAP_OUT, C_REFS,
     C_SHARED_BEFORE_SWAP, C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
     F_BLOCKED, F_CBIG, F_CLOCK, F_MEMORY_WAIT, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
@@ -818,6 +818,57 @@ def zipf_rank(rng, i, n, s, hx1, hn, ss):
             return k
 
 
+# --- drawing references ---------------------------------------------------------------------------
+
+@jit(inline="always")
+def draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob):
+    """The page of VM v's next reference in its phase (``gidx``: the position in a trace or scan)."""
+    if kind == K_TRACE:
+        return start + traces[toff + gidx]
+    if kind == K_SCAN:
+        return start + gidx
+    if kind == K_UNIFORM:
+        return start + rand_below(rng, v, npages)
+    if kind == K_ZIPF:
+        return start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss) - 1
+    if rand_float(rng, v) < hot_prob:   # K_HOTCOLD
+        return start + rand_below(rng, v, hot)
+    return start + hot + rand_below(rng, v, npages - hot)
+
+
+@jit(inline="always")
+def draw_write(rng, v, wr):
+    if wr <= 0.0:
+        return False
+    if wr >= 1.0:
+        return True
+    return rand_float(rng, v) < wr
+
+
+@jit(inline="always")
+def prefetch_ahead(page_table, host_state, flags, lru_prev, lru_next, ahead, fb, pb, head, repl):
+    """Fetch what the references drawn ahead will need, each stage once the previous one's data
+    has arrived: half the window ahead, the frame of the page (its page table entry was fetched
+    when it was drawn); a quarter ahead, for LRU guests, the frame's neighbours in the list, which
+    a hit relinks. The list may change before then: a prefetch is a hint, never a read."""
+    f = page_table[pb + np.int64(ahead[(head + AHEAD_REFS // 2) & AHEAD_MASK, AHEAD_PAGE])]
+    if f >= 0:
+        prefetch(host_state, fb + f)
+        prefetch(flags, fb + f)
+        if repl == R_LRU:
+            prefetch(lru_prev, fb + f)
+            prefetch(lru_next, fb + f)
+    if repl == R_LRU:
+        f = page_table[pb + np.int64(ahead[(head + AHEAD_REFS // 4) & AHEAD_MASK, AHEAD_PAGE])]
+        if f >= 0:
+            before = lru_prev[fb + f]
+            after = lru_next[fb + f]
+            if before >= 0:
+                prefetch(lru_next, fb + before)
+            if after >= 0:
+                prefetch(lru_prev, fb + after)
+
+
 # --- phases and the run loop --------------------------------------------------------------------
 
 @jit
@@ -905,51 +956,35 @@ def run_vm(st, v, t_end):
             wrap = 1
         head = 0
         drawn = 0
+        # a working set that fits in the processor's caches gains nothing from prefetching
+        use_ahead = npages >= AHEAD_MIN_PAGES
         n = np.int64(0)
         stall_sum = 0.0
         interrupted = 0.0
         while clock < stop_t and n < left:
-            while drawn < AHEAD_REFS:
-                slot = (head + drawn) & AHEAD_MASK
-                ahead[slot, AHEAD_RNG] = rng[v]
-                if kind == K_TRACE:
-                    page = start + traces[toff + gidx]
-                elif kind == K_SCAN:
-                    page = start + gidx
-                elif kind == K_UNIFORM:
-                    page = start + rand_below(rng, v, npages)
-                elif kind == K_ZIPF:
-                    page = start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss) - 1
-                else:  # K_HOTCOLD
-                    if rand_float(rng, v) < hot_prob:
-                        page = start + rand_below(rng, v, hot)
-                    else:
-                        page = start + hot + rand_below(rng, v, npages - hot)
+            if use_ahead:
+                while drawn < AHEAD_REFS:
+                    slot = (head + drawn) & AHEAD_MASK
+                    ahead[slot, AHEAD_RNG] = rng[v]
+                    page = draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
+                    gidx += 1
+                    if gidx == wrap:
+                        gidx = 0
+                    ahead[slot, AHEAD_PAGE] = np.uint64(page)
+                    ahead[slot, AHEAD_WRITE] = np.uint64(1 if draw_write(rng, v, wr) else 0)
+                    prefetch(page_table, pb + page)
+                    drawn += 1
+                prefetch_ahead(page_table, host_state, flags, lru_prev, lru_next, ahead, fb, pb, head, repl)
+                page = np.int64(ahead[head, AHEAD_PAGE])
+                write = ahead[head, AHEAD_WRITE] != 0
+                head = (head + 1) & AHEAD_MASK
+                drawn -= 1
+            else:
+                page = draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
                 gidx += 1
                 if gidx == wrap:
                     gidx = 0
-                if wr <= 0.0:
-                    drawn_write = False
-                elif wr >= 1.0:
-                    drawn_write = True
-                else:
-                    drawn_write = rand_float(rng, v) < wr
-                ahead[slot, AHEAD_PAGE] = np.uint64(page)
-                ahead[slot, AHEAD_WRITE] = np.uint64(1 if drawn_write else 0)
-                prefetch(page_table, pb + page)
-                drawn += 1
-            # half the window ahead the page table entry has arrived: fetch that page's frame
-            soon = page_table[pb + np.int64(ahead[(head + AHEAD_REFS // 2) & AHEAD_MASK, AHEAD_PAGE])]
-            if soon >= 0:
-                prefetch(host_state, fb + soon)
-                prefetch(flags, fb + soon)
-                if repl == R_LRU:
-                    prefetch(lru_prev, fb + soon)
-                    prefetch(lru_next, fb + soon)
-            page = np.int64(ahead[head, AHEAD_PAGE])
-            write = ahead[head, AHEAD_WRITE] != 0
-            head = (head + 1) & AHEAD_MASK
-            drawn -= 1
+                write = draw_write(rng, v, wr)
             # the common case inline, on local arrays: numba would otherwise pay reference
             # counting on every array taken out of the state tuple in the loop
             f = page_table[pb + page]

@@ -122,6 +122,9 @@ NO_LIMIT = np.int64(2) ** 62
 # each drawn reference's page, write flag and the VM's random state before it was drawn, which is
 # put back for the ones not used when the loop stops (a run draws exactly what it uses).
 AHEAD_REFS = 16
+# ... but only in a phase over at least this many pages: a smaller one's page table and frames stay
+# in the processor's caches, and drawing ahead would cost more than it saves
+AHEAD_MIN_PAGES = 1 << 16
 AHEAD_PAGE, AHEAD_WRITE, AHEAD_RNG = 0, 1, 2
 
 State = namedtuple("State", [
