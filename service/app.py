@@ -18,6 +18,7 @@ from .api import blueprints
 from .api.auth import SECURITY_SCHEME, TokenDocs, register_auth
 from .api.common import AppState, IdConverter, LimitDocs, close_db
 from .api.errors import VmemlabApi, register_error_handlers
+from .api.storable import register_storable_check
 from .api.report import blp as report_blp
 from .api.schemas.experiments import ExperimentDocumentSchema
 from .celery_app import create_celery
@@ -65,6 +66,7 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
     app.register_blueprint(report_blp)
     register_error_handlers(app)
     register_auth(app)
+    register_storable_check(app)     # after auth: a request without a token is a 401 first
     return app
 
 

@@ -132,7 +132,7 @@ class Plugins(MethodView):
 @blp.route("/<string:name>")
 class PluginItem(MethodView):
     @blp.response(200, PluginSchema)
-    @documented_errors(blp, 404)
+    @documented_errors(blp, 404, 422)
     @blp.doc(summary="Get a plugin", description="Its status and, in runs_by_version, which runs used which "
              "version of it.")
     def get(self, name: str) -> dict[str, Any]:

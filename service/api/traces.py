@@ -21,6 +21,7 @@ from ..catalog import TraceInUse, TraceTooLarge, TraceUploadError, delete_trace,
 from ..models import Trace
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, get_or_404, invalid, settings
 from .schemas.traces import TraceQuerySchema, TraceSchema, TraceUploadQuerySchema
+from .storable import field_problems, refuse_unstorable
 
 blp = Blueprint("traces", __name__, description="Uploaded page-reference traces (one page id per reference).")
 
@@ -89,6 +90,8 @@ def _form_file(args: dict) -> tuple[IO[bytes], str]:
     upload = request.files.get("file")
     if unknown or upload is None:
         invalid("files", {**unknown, **({} if upload else {"file": ["Missing data for required field."]})})
+    # parsed here, under the trace's size limit, so the edge's check of stored text is asked here
+    refuse_unstorable("files", field_problems([*request.form.items(multi=True), ("file", upload.filename or "")]))
     name: Any = request.form.get("name") or args.get("name") or upload.filename
     if not name or len(name) > 200:
         invalid("files", {"name": ["give the trace a name of 1 to 200 characters"]})

@@ -18,7 +18,7 @@ from .state import (
     N_PI, NO_LIMIT, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END, P_HOT_PAGES,
     P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN, P_TRACE_OFF,
     P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, Q_PER_PAGE,
-    REPLACEMENT_CODES, State, UNTOUCHED, K_SCAN, )
+    R_LRU, REPLACEMENT_CODES, State, UNTOUCHED, K_SCAN, )
 
 BOOT_COMPUTE_NS = 500.0     # CPU time per OS page touched while booting
 
@@ -164,10 +164,12 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
     seeds = np.random.SeedSequence(scenario.seed).generate_state(n_vms + 1, dtype=np.uint64)
     rng = np.where(seeds == 0, np.uint64(0x9E3779B97F4A7C15), seeds).astype(np.uint64)
 
+    # only LRU guests link their frames both ways (the free and balloon lists use lru_next alone)
+    lru_frames = frame_base if bool((vm_i[:, I_REPL] == R_LRU).any()) else 1
     state = State(
         page_table=np.full(page_base, UNTOUCHED, dtype=np.int32),
         frame_page=np.full(frame_base, ABSENT, dtype=np.int32),
-        lru_prev=np.full(frame_base, -1, dtype=np.int32),
+        lru_prev=np.full(lru_frames, -1, dtype=np.int32),
         lru_next=np.full(frame_base, -1, dtype=np.int32),
         host_state=np.zeros(frame_base, dtype=np.uint8),
         flags=np.zeros(frame_base, dtype=np.uint8),

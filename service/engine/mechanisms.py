@@ -14,7 +14,7 @@ from .state import (
     H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_MIN_Q, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
-    I_PHASE_REFS, I_PRESENT, I_SCAN_PTR, I_SMART, I_SMART_QUOTA,
+    I_PHASE_REFS, I_PRESENT, I_REPL, I_SCAN_PTR, I_SMART, I_SMART_QUOTA, R_LRU,
     I_TOUCHED, F_PHASE_START, F_CLOCK, UNTOUCHED,
 )
 
@@ -203,7 +203,8 @@ def power_off(st, v):
         release_backing(st, v, fb, f)
         st.frame_page[F] = ABSENT
         st.flags[F] = 0
-        st.lru_prev[F] = -1
+        if st.vm_i[v, I_REPL] == R_LRU:     # lru_prev exists only when some guest uses LRU
+            st.lru_prev[F] = -1
         st.lru_next[F] = -1
     for p in range(st.vm_i[v, I_NPAGES]):
         st.page_table[pb + p] = UNTOUCHED

@@ -9,9 +9,10 @@ Per guest frame (guest-physical page), indexed by ``frame_base[vm] + frame``:
   flags       uint8  accessed bits and page flags (see the F_* bits)
 Per guest page (guest virtual page of the workload), indexed by ``page_base[vm] + page``:
   page_table  int32  the guest frame holding it, or UNTOUCHED / PAGED / PAGED_WRITTEN
-That is 18 bytes per guest frame and 4 per guest page. Two arrays exist only when a policy needs
-them: ``fifo`` (int32 per frame, the host's FIFO of backed frames) and ``share_ref`` (int32 per
-distinct shareable content, the refcounts of content-based sharing).
+That is 14 bytes per guest frame (18 when a guest uses LRU) and 4 per guest page. Three arrays
+exist only when something needs them: ``lru_prev`` when a guest uses LRU, ``fifo`` (int32 per frame,
+the host's FIFO of backed frames) when a policy picks host victims FIFO, and ``share_ref`` (int32
+per distinct shareable content, the refcounts of content-based sharing) when pages are shared.
 
 Per-VM, host and device scalars live in small 2-D arrays with named columns (the constants
 below); numba folds the constants into the compiled code.

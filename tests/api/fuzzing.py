@@ -267,6 +267,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     request("PATCH", f"{plugins}/{{name}}", f"{plugins}/gone-policy", 422, json={"enabled": True})
     request("GET", f"{plugins}/{{name}}", f"{plugins}/kvm", 200)
     request("GET", f"{plugins}/{{name}}", f"{plugins}/no-such-policy", 404)
+    request("GET", f"{plugins}/{{name}}", f"{plugins}/a%00b", 422)              # text PostgreSQL cannot store
 
     experiments = "/api/v1/experiments"
     document = client.get(f"{experiments}/1").get_json()["scenario"]

@@ -1,0 +1,93 @@
+"""One rule at the edge for text that may reach the database: no character it cannot store.
+
+PostgreSQL's text and JSONB columns refuse NUL (U+0000), and a lone UTF-16 surrogate (U+D800 to
+U+DFFF, which JSON's ``\\ud800`` escapes can produce) has no UTF-8 form, so neither can be stored;
+SQLite stores both, which hid the difference until a PostgreSQL deployment answered 500. Every
+request's query and path parameters, form fields, stored headers and JSON body (at any depth, keys
+included) are checked here before any endpoint runs, and a request carrying such a character is
+answered 422 naming the field, as a user writes it (``query policy``, ``scenario.vms[1].name``).
+A multipart upload is parsed by its endpoint under its own size limit, which calls
+``refuse_unstorable`` on its fields.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Iterator, Optional
+
+from flask import Flask, request
+from flask_smorest import abort
+
+# request headers whose value is stored with what the request creates
+STORED_HEADERS = ("Idempotency-Key",)
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> Optional[str]:
+    """Why ``text`` cannot be stored, or None if it can."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    what = "a NUL character (\\u0000)" if char == "\x00" else f"an unpaired surrogate (\\u{ord(char):04x})"
+    return f"contains {what} at position {found.start()}, which cannot be stored"
+
+
+def json_problems(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(field path, message) for every unstorable string in a JSON value, keys included."""
+    if isinstance(value, str):
+        message = unstorable(value)
+        if message:
+            yield path or "(body)", message
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key = str(key)
+            message = unstorable(key)
+            if message:
+                key = key.encode("unicode_escape", "backslashreplace").decode("ascii")
+            field = f"{path}.{key}" if path else key
+            if message:
+                yield field, f"the key {message}"
+            else:
+                yield from json_problems(item, field)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from json_problems(item, f"{path}[{index}]")
+
+
+def field_problems(fields: Iterable[tuple[Any, Any]]) -> Iterator[tuple[str, str]]:
+    """(field, message) for every flat field whose name or text value cannot be stored."""
+    for name, value in fields:
+        message = unstorable(str(name))
+        if message:
+            yield str(name).encode("unicode_escape", "backslashreplace").decode("ascii"), f"the name {message}"
+        elif isinstance(value, str) and (message := unstorable(value)):
+            yield str(name), message
+
+
+def refuse_unstorable(location: str, problems: Iterable[tuple[str, str]]) -> None:
+    """422 naming every field with text that cannot be stored (``location``: query, path, form,
+    files, headers, json); nothing if there is none."""
+    errors: dict[str, list[str]] = {}
+    for field, message in problems:
+        errors.setdefault(field, []).append(message)
+    if errors:
+        where = ", ".join(errors) if location == "json" else ", ".join(f"{location} {f}" for f in errors)
+        abort(422, message=f"invalid {where}: text with a character that cannot be stored", errors={location: errors})
+
+
+def check_request_text() -> None:
+    """A ``before_request`` hook: the rule above for every request."""
+    refuse_unstorable("query", field_problems((n, v) for n, values in request.args.lists() for v in values))
+    refuse_unstorable("path", field_problems((request.view_args or {}).items()))
+    refuse_unstorable("headers", field_problems((n, request.headers[n]) for n in STORED_HEADERS if n in request.headers))
+    if request.mimetype == "application/x-www-form-urlencoded":
+        refuse_unstorable("form", field_problems((n, v) for n, values in request.form.lists() for v in values))
+    if request.is_json:
+        body = request.get_json(silent=True)       # not JSON at all: the endpoint's 400
+        if body is not None:
+            refuse_unstorable("json", json_problems(body))
+
+
+def register_storable_check(app: Flask) -> None:
+    app.before_request(check_request_text)
