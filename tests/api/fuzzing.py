@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import secrets
 import shutil
 import tempfile
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional
 from unittest import mock
 
 import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.pool import NullPool
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
@@ -71,12 +74,12 @@ class Seeded:
     token: str          # an admin token stored in the seeded database
 
 
-def seed(folder: Path) -> Seeded:
-    """A migrated database in ``folder`` with one of everything and an experiment with finished
-    runs, and an admin token."""
+def seed(folder: Path, database_url: Optional[str] = None) -> Seeded:
+    """A migrated database (SQLite in ``folder``, or the empty one at ``database_url``) with one of
+    everything and an experiment with finished runs, and an admin token."""
     from service.tasks import execute_run
 
-    settings = Settings(data_dir=folder / "data", database_url=f"sqlite:///{folder / 'vmemlab.db'}",
+    settings = Settings(data_dir=folder / "data", database_url=database_url or f"sqlite:///{folder / 'vmemlab.db'}",
                         heartbeat_s=0.05, stale_heartbeats=40)
     settings.ensure_dirs()
     db.upgrade(settings.database_url)
@@ -127,15 +130,41 @@ def seed(folder: Path) -> Seeded:
     return Seeded(settings, token)
 
 
-def copy_of(seeded: Settings, folder: Path) -> Settings:
-    """The seeded database and data folder copied to ``folder``: each operation starts from them."""
+def copy_of(seeded: Settings, folder: Path, database_url: Optional[str] = None) -> Settings:
+    """The seeded data folder copied to ``folder`` and the seeded database copied (SQLite, into
+    ``folder``) or already copied to ``database_url`` (see postgres_copy): each operation starts
+    from them."""
     db.dispose_engines()
-    shutil.copy(Path(seeded.database_url.removeprefix("sqlite:///")), folder / "vmemlab.db")
+    if database_url is None:
+        shutil.copy(Path(seeded.database_url.removeprefix("sqlite:///")), folder / "vmemlab.db")
     shutil.copytree(seeded.data_dir, folder / "data")
-    settings = Settings(data_dir=folder / "data", database_url=f"sqlite:///{folder / 'vmemlab.db'}",
+    settings = Settings(data_dir=folder / "data", database_url=database_url or f"sqlite:///{folder / 'vmemlab.db'}",
                         heartbeat_s=0.05, stale_heartbeats=40)
     use_settings(settings)
     return settings
+
+
+@contextmanager
+def postgres_copy(seeded_url: str) -> Iterator[str]:
+    """A PostgreSQL database made from the seeded one as its template, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    db.dispose_engines()            # a template database must have no open connection
+    url = make_url(seeded_url)
+    name = f"{url.database}_{secrets.token_hex(3)}"
+    admin = create_engine(db.normalize_url(seeded_url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
+        try:
+            yield url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            db.dispose_engines()
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 class StatusRecord:
