@@ -1,7 +1,9 @@
-"""The API fuzz test (tests/api/test_fuzz.py) with many more examples per operation, and a summary.
+"""The API fuzz tests (tests/api/test_fuzz.py, and test_fuzz_postgresql.py when a PostgreSQL server is
+reachable) with many more examples per operation, and a summary.
 
 Schemathesis generates requests for every operation of /api/v1/openapi.json (valid and invalid
-input) against an in-process application on a seeded SQLite database and the embedded broker, and
+input) against an in-process application on a seeded SQLite database (and a seeded PostgreSQL
+one: PostgreSQL refuses text SQLite stores) and the embedded broker, and
 fails on any 5xx, any response whose body, status or content type the document does not allow, and
 any documented (operation, status) never answered. CI runs the same test with 25 examples per
 operation; this runs ``--examples`` (default 500) and prints requests per operation and status.
@@ -34,7 +36,8 @@ def main() -> int:
         env = {**os.environ, "VMEMLAB_FUZZ_EXAMPLES": str(args.examples), "VMEMLAB_FUZZ_SUMMARY": str(summary_path)}
         start = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 "tests/api/test_fuzz.py", *args.pytest_args], cwd=ROOT, env=env)
+                                 "tests/api/test_fuzz.py", "tests/api/test_fuzz_postgresql.py", *args.pytest_args],
+                                cwd=ROOT, env=env)
         elapsed = time.monotonic() - start
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     print(f"\nschemathesis, {args.examples} examples per operation: {elapsed:.0f} s, "

@@ -12,15 +12,12 @@ from typing import Iterator
 
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, settings
 
 from service import db
 from service.app import create_app
 from service.settings import use_settings
 
-from .fuzzing import Seeded, StatusRecord, call, copy_of, scripted, seed, spec_schema
-
-EXAMPLES = int(os.environ.get("VMEMLAB_FUZZ_EXAMPLES", "25"))
+from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, call, copy_of, scripted, seed, spec_schema
 
 schema = spec_schema()
 RECORD = StatusRecord(schema)
@@ -44,9 +41,7 @@ def fuzz_app(seeded: Seeded, tmp_path: Path) -> Iterator[Flask]:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@FUZZ_SETTINGS
 def test_api(case, fuzz_app: Flask, seeded: Seeded) -> None:
     call(case, fuzz_app, RECORD, seeded.token)
 

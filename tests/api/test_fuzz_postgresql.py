@@ -4,22 +4,18 @@ copy of a seeded PostgreSQL database per operation. No 5xx, every response as do
 checks of fuzzing.CHECKS). Skipped when no PostgreSQL server is reachable."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, settings
 
 from service import db
 from service.app import create_app
 from service.settings import use_settings
 from tests.service.conftest import _throwaway_database
 
-from .fuzzing import Seeded, StatusRecord, call, copy_of, postgres_copy, seed, spec_schema
-
-EXAMPLES = int(os.environ.get("VMEMLAB_FUZZ_EXAMPLES", "25"))
+from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, call, copy_of, postgres_copy, seed, spec_schema
 
 schema = spec_schema()
 RECORD = StatusRecord(schema)
@@ -45,8 +41,6 @@ def fuzz_app(seeded_postgres: Seeded, tmp_path: Path) -> Iterator[Flask]:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@FUZZ_SETTINGS
 def test_api_on_postgresql(case, fuzz_app: Flask, seeded_postgres: Seeded) -> None:
     call(case, fuzz_app, RECORD, seeded_postgres.token)
