@@ -122,7 +122,7 @@ NO_LIMIT = np.int64(2) ** 62
 # entries and frames can be fetched from memory before the loop needs them: ``State.ahead`` holds
 # each drawn reference's page, write flag and the VM's random state before it was drawn, which is
 # put back for the ones not used when the loop stops (a run draws exactly what it uses).
-AHEAD_REFS = 16
+AHEAD_REFS = 32
 # ... but only in a phase over at least this many pages: a smaller one's page table and frames stay
 # in the processor's caches, and drawing ahead would cost more than it saves
 AHEAD_MIN_PAGES = 1 << 16
