@@ -5,7 +5,7 @@ U+DFFF, which JSON's ``\\ud800`` escapes can produce) has no UTF-8 form, so neit
 SQLite stores both, which hid the difference until a PostgreSQL deployment answered 500. Every
 request's query and path parameters, form fields, stored headers and JSON body (at any depth, keys
 included) are checked here before any endpoint runs, and a request carrying such a character is
-answered 422 naming the field, as a user writes it (``query policy``, ``scenario.vms[1].name``).
+answered one 422 naming every such field, as a user writes it (``query policy``, ``vms[1].name``).
 A multipart upload is parsed by its endpoint under its own size limit, which calls
 ``refuse_unstorable`` on its fields.
 """
@@ -33,6 +33,11 @@ def unstorable(text: str) -> Optional[str]:
     return f"contains {what} at position {found.start()}, which cannot be stored"
 
 
+def _escaped(text: str) -> str:
+    """A field name with its unstorable characters written as escapes, so the answer can hold it."""
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
 def json_problems(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """(field path, message) for every unstorable string in a JSON value, keys included."""
     if isinstance(value, str):
@@ -41,11 +46,9 @@ def json_problems(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield path or "(body)", message
     elif isinstance(value, dict):
         for key, item in value.items():
-            key = str(key)
-            message = unstorable(key)
-            if message:
-                key = key.encode("unicode_escape", "backslashreplace").decode("ascii")
-            field = f"{path}.{key}" if path else key
+            message = unstorable(str(key))
+            field = _escaped(str(key)) if message else str(key)
+            field = f"{path}.{field}" if path else field
             if message:
                 yield field, f"the key {message}"
             else:
@@ -60,33 +63,37 @@ def field_problems(fields: Iterable[tuple[Any, Any]]) -> Iterator[tuple[str, str
     for name, value in fields:
         message = unstorable(str(name))
         if message:
-            yield str(name).encode("unicode_escape", "backslashreplace").decode("ascii"), f"the name {message}"
+            yield _escaped(str(name)), f"the name {message}"
         elif isinstance(value, str) and (message := unstorable(value)):
             yield str(name), message
 
 
-def refuse_unstorable(location: str, problems: Iterable[tuple[str, str]]) -> None:
-    """422 naming every field with text that cannot be stored (``location``: query, path, form,
-    files, headers, json); nothing if there is none."""
-    errors: dict[str, list[str]] = {}
-    for field, message in problems:
-        errors.setdefault(field, []).append(message)
+def refuse_unstorable(found: dict[str, Iterable[tuple[str, str]]]) -> None:
+    """One 422 naming every field with text that cannot be stored, ``found`` giving each location
+    (query, path, headers, form, files, json) its (field, message) pairs; nothing if there is none.
+    The answer's message is the API's usual "invalid <fields>" (service.api.errors)."""
+    errors: dict[str, dict[str, list[str]]] = {}
+    for location, problems in found.items():
+        for field, message in problems:
+            errors.setdefault(location, {}).setdefault(field, []).append(message)
     if errors:
-        where = ", ".join(errors) if location == "json" else ", ".join(f"{location} {f}" for f in errors)
-        abort(422, message=f"invalid {where}: text with a character that cannot be stored", errors={location: errors})
+        abort(422, errors=errors)
 
 
 def check_request_text() -> None:
     """A ``before_request`` hook: the rule above for every request."""
-    refuse_unstorable("query", field_problems((n, v) for n, values in request.args.lists() for v in values))
-    refuse_unstorable("path", field_problems((request.view_args or {}).items()))
-    refuse_unstorable("headers", field_problems((n, request.headers[n]) for n in STORED_HEADERS if n in request.headers))
+    found = {
+        "query": field_problems((n, v) for n, values in request.args.lists() for v in values),
+        "path": field_problems((request.view_args or {}).items()),
+        "headers": field_problems((n, request.headers[n]) for n in STORED_HEADERS if n in request.headers),
+    }
     if request.mimetype == "application/x-www-form-urlencoded":
-        refuse_unstorable("form", field_problems((n, v) for n, values in request.form.lists() for v in values))
+        found["form"] = field_problems((n, v) for n, values in request.form.lists() for v in values)
     if request.is_json:
         body = request.get_json(silent=True)       # not JSON at all: the endpoint's 400
         if body is not None:
-            refuse_unstorable("json", json_problems(body))
+            found["json"] = json_problems(body)
+    refuse_unstorable(found)
 
 
 def register_storable_check(app: Flask) -> None:

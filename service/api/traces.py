@@ -91,7 +91,7 @@ def _form_file(args: dict) -> tuple[IO[bytes], str]:
     if unknown or upload is None:
         invalid("files", {**unknown, **({} if upload else {"file": ["Missing data for required field."]})})
     # parsed here, under the trace's size limit, so the edge's check of stored text is asked here
-    refuse_unstorable("files", field_problems([*request.form.items(multi=True), ("file", upload.filename or "")]))
+    refuse_unstorable({"files": field_problems([*request.form.items(multi=True), ("file", upload.filename or "")])})
     name: Any = request.form.get("name") or args.get("name") or upload.filename
     if not name or len(name) > 200:
         invalid("files", {"name": ["give the trace a name of 1 to 200 characters"]})

@@ -1,9 +1,10 @@
 """A software prefetch for the compiled loop (LLVM's ``llvm.prefetch``; numba has no such call).
 
-A trace says which page comes next, so the loop can ask for a page table entry a few references
-before it needs it. A one-level loop gets this for free from the processor, which runs ahead
-through many short iterations at once; the engine's iterations are long (time, two levels, the
-fault path), so fewer of them are in flight and each page table read waits for memory alone.
+The run loop draws each VM's references ahead of their use (kernel.run_vm, state.AHEAD_REFS), so
+it can ask for a page table entry, then a frame, a few references before it needs them. A
+one-level loop gets this for free from the processor, which runs ahead through many short
+iterations at once; the engine's iterations are long (time, two levels, the fault path), so fewer
+of them are in flight and each page table read waits for memory alone.
 """
 from __future__ import annotations
 

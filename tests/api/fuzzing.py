@@ -11,9 +11,9 @@ asks once without a token (401) and once with a write token where admin is neede
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import os
-import secrets
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -26,7 +26,6 @@ import schemathesis
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
-from sqlalchemy.pool import NullPool
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
@@ -54,6 +53,7 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                                                 HealthCheck.filter_too_much])
 
 
+@functools.cache
 def spec_schema() -> Any:
     """The OpenAPI document, read from an application that serves nothing else (no database is touched)."""
     folder = Path(tempfile.mkdtemp(prefix="vmemlab-spec-"))
@@ -143,8 +143,8 @@ def seed(folder: Path, database_url: Optional[str] = None) -> Seeded:
 
 def copy_of(seeded: Settings, folder: Path, database_url: Optional[str] = None) -> Settings:
     """The seeded data folder copied to ``folder`` and the seeded database copied (SQLite, into
-    ``folder``) or already copied to ``database_url`` (see postgres_copy): each operation starts
-    from them."""
+    ``folder``) or already copied to ``database_url`` (a PostgreSQL copy made from the seeded one
+    as its template): each operation starts from them."""
     db.dispose_engines()
     if database_url is None:
         shutil.copy(Path(seeded.database_url.removeprefix("sqlite:///")), folder / "vmemlab.db")
@@ -156,26 +156,13 @@ def copy_of(seeded: Settings, folder: Path, database_url: Optional[str] = None) 
 
 
 @contextmanager
-def postgres_copy(seeded_url: str) -> Iterator[str]:
-    """A PostgreSQL database made from the seeded one as its template, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    db.dispose_engines()            # a template database must have no open connection
-    url = make_url(seeded_url)
-    name = f"{url.database}_{secrets.token_hex(3)}"
-    admin = create_engine(db.normalize_url(seeded_url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+def app_copy(seeded: Seeded, folder: Path, database_url: Optional[str] = None) -> Iterator[Flask]:
+    """An application on a copy of the seeded state (see copy_of), closed afterwards."""
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
-        try:
-            yield url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            db.dispose_engines()
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        yield create_app(copy_of(seeded.settings, folder, database_url))
     finally:
-        admin.dispose()
+        use_settings(None)
+        db.dispose_engines()
 
 
 class StatusRecord:

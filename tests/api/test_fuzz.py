@@ -13,11 +13,9 @@ from typing import Iterator
 import pytest
 from flask import Flask
 
-from service import db
-from service.app import create_app
 from service.settings import use_settings
 
-from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, call, copy_of, scripted, seed, spec_schema
+from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, app_copy, call, scripted, seed, spec_schema
 
 schema = spec_schema()
 RECORD = StatusRecord(schema)
@@ -33,11 +31,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
 @pytest.fixture
 def fuzz_app(seeded: Seeded, tmp_path: Path) -> Iterator[Flask]:
     """A fresh copy of the seeded application for each operation."""
-    try:
-        yield create_app(copy_of(seeded.settings, tmp_path))
-    finally:
-        use_settings(None)
-        db.dispose_engines()
+    with app_copy(seeded, tmp_path) as app:
+        yield app
 
 
 @schema.parametrize()

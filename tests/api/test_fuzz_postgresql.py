@@ -9,13 +9,12 @@ from typing import Iterator
 
 import pytest
 from flask import Flask
+from sqlalchemy.engine import make_url
 
-from service import db
-from service.app import create_app
 from service.settings import use_settings
-from tests.service.conftest import _throwaway_database
+from tests.service.conftest import throwaway_database
 
-from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, call, copy_of, postgres_copy, seed, spec_schema
+from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, app_copy, call, seed, spec_schema
 
 schema = spec_schema()
 RECORD = StatusRecord(schema)
@@ -23,21 +22,18 @@ RECORD = StatusRecord(schema)
 
 @pytest.fixture(scope="module")
 def seeded_postgres(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[Seeded]:
-    with _throwaway_database(postgres_server) as url:
+    with throwaway_database(postgres_server) as url:
         seeded = seed(tmp_path_factory.mktemp("fuzz-pg-seed"), database_url=url)
         use_settings(None)
-        db.dispose_engines()
         yield seeded
 
 
 @pytest.fixture
-def fuzz_app(seeded_postgres: Seeded, tmp_path: Path) -> Iterator[Flask]:
-    with postgres_copy(seeded_postgres.settings.database_url) as url:
-        try:
-            yield create_app(copy_of(seeded_postgres.settings, tmp_path, database_url=url))
-        finally:
-            use_settings(None)
-            db.dispose_engines()
+def fuzz_app(seeded_postgres: Seeded, postgres_server: str, tmp_path: Path) -> Iterator[Flask]:
+    """A fresh copy of the seeded application, on a database cloned from the seeded one, per operation."""
+    seeded_name = make_url(seeded_postgres.settings.database_url).database
+    with throwaway_database(postgres_server, template=seeded_name) as url, app_copy(seeded_postgres, tmp_path, url) as app:
+        yield app
 
 
 @schema.parametrize()

@@ -11,26 +11,26 @@ from flask.testing import FlaskClient
 from .helpers import experiment
 
 
-def _refused(response: Any, location: str, field: str, what: str = "NUL") -> str:
+def _refused(response: Any, location: str, field: str, what: str = "NUL") -> dict[str, Any]:
+    """The 422's body, after checking that it names ``field`` under ``location`` and says why."""
     assert response.status_code == 422, response.get_data(as_text=True)
     body = response.get_json()
     messages = body["errors"][location][field]
     assert any(what in m and "cannot be stored" in m for m in messages), messages
-    return body["message"]
+    return body
 
 
 def test_nul_in_query_parameters(client: FlaskClient):
     _refused(client.get("/api/v1/runs?policy=a%00b"), "query", "policy")
-    message = _refused(client.get("/api/v1/experiments?name=x%00"), "query", "name")
-    assert message.startswith("invalid query name")
+    assert _refused(client.get("/api/v1/experiments?name=x%00"), "query", "name")["message"] == "invalid query name"
 
 
 def test_nul_in_a_submitted_name_stores_nothing(client: FlaskClient, counts):
     before = counts()
     doc = experiment()
     doc["name"] = "x\u0000y"
-    message = _refused(client.post("/api/v1/experiments", json=doc), "json", "name")
-    assert "position 1" in message or "name" in message
+    body = _refused(client.post("/api/v1/experiments", json=doc), "json", "name")
+    assert body["message"] == "invalid name" and "at position 1" in body["errors"]["json"]["name"][0]
     assert counts() == before
 
 
@@ -47,6 +47,15 @@ def test_deep_fields_keys_and_surrogates_are_named(client: FlaskClient, counts):
     doc = experiment()
     doc["vms"][0]["x\u0000"] = 1
     _refused(client.post("/api/v1/experiments", json=doc), "json", "vms[0].x\\x00")
+    assert counts() == before
+
+
+def test_every_location_is_named_in_one_answer(client: FlaskClient, counts):
+    before = counts()
+    doc = experiment()
+    doc["name"] = "x\u0000"
+    body = _refused(client.post("/api/v1/experiments?x=%00", json=doc), "json", "name")
+    assert body["errors"]["query"]["x"] and body["message"] == "invalid query x, name"
     assert counts() == before
 
 

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -50,11 +50,14 @@ def postgres_server() -> str:
 
 
 @contextmanager
-def _throwaway_database(server: str) -> Iterator[str]:
+def throwaway_database(server: str, template: Optional[str] = None) -> Iterator[str]:
+    """A database on ``server`` (empty, or a copy of the database ``template``), dropped afterwards."""
     name = f"vmemlab_test_{secrets.token_hex(4)}"
+    if template:
+        db.dispose_engines()        # a template must have no open connection
     admin = create_engine(db.normalize_url(server), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -67,14 +70,14 @@ def _throwaway_database(server: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_database(postgres_server: str) -> Iterator[str]:
     """A database for this test session, dropped at the end."""
-    with _throwaway_database(postgres_server) as url:
+    with throwaway_database(postgres_server) as url:
         yield url
 
 
 @pytest.fixture
 def fresh_postgres_database(postgres_server: str) -> Iterator[str]:
     """An empty database for one test, dropped after it."""
-    with _throwaway_database(postgres_server) as url:
+    with throwaway_database(postgres_server) as url:
         yield url
 
 
