@@ -837,12 +837,19 @@ def draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zs
 
 
 @jit(inline="always")
-def draw_write(rng, v, wr):
+def draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap, zs, zhx1, zhn, zss, hot, hot_prob, wr):
+    """VM v's next reference: (page, write, the position after it in a trace or scan)."""
+    page = draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
+    gidx += 1
+    if gidx == wrap:
+        gidx = 0
     if wr <= 0.0:
-        return False
-    if wr >= 1.0:
-        return True
-    return rand_float(rng, v) < wr
+        write = False
+    elif wr >= 1.0:
+        write = True
+    else:
+        write = rand_float(rng, v) < wr
+    return page, write, gidx
 
 
 @jit(inline="always")
@@ -966,12 +973,10 @@ def run_vm(st, v, t_end):
                 while drawn < AHEAD_REFS:
                     slot = (head + drawn) & AHEAD_MASK
                     ahead[slot, AHEAD_RNG] = rng[v]
-                    page = draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
-                    gidx += 1
-                    if gidx == wrap:
-                        gidx = 0
+                    page, drawn_write, gidx = draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap,
+                                                             zs, zhx1, zhn, zss, hot, hot_prob, wr)
                     ahead[slot, AHEAD_PAGE] = np.uint64(page)
-                    ahead[slot, AHEAD_WRITE] = np.uint64(1 if draw_write(rng, v, wr) else 0)
+                    ahead[slot, AHEAD_WRITE] = np.uint64(1 if drawn_write else 0)
                     prefetch(page_table, pb + page)
                     drawn += 1
                 prefetch_ahead(page_table, host_state, flags, lru_prev, lru_next, ahead, fb, pb, head, repl)
@@ -980,11 +985,8 @@ def run_vm(st, v, t_end):
                 head = (head + 1) & AHEAD_MASK
                 drawn -= 1
             else:
-                page = draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
-                gidx += 1
-                if gidx == wrap:
-                    gidx = 0
-                write = draw_write(rng, v, wr)
+                page, write, gidx = draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap,
+                                                   zs, zhx1, zhn, zss, hot, hot_prob, wr)
             # the common case inline, on local arrays: numba would otherwise pay reference
             # counting on every array taken out of the state tuple in the loop
             f = page_table[pb + page]
