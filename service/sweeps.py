@@ -178,15 +178,15 @@ def results(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def results_csv(sweep: Sweep) -> Iterator[str]:
-    """The results as CSV: a column per axis, then the run's identity, then each metric."""
+    """The results as CSV: a column per axis, then the run's identity, parameters (canonical JSON),
+    status and error, then each metric."""
     paths = [axis["path"] for axis in sweep.axes]
-    header = paths + ["policy", "policy_version", "run_id", "experiment_id", "status"] + list(METRIC_COLUMNS)
+    identity = [field for field in RESULT_FIELDS if field != "point"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow(paths + identity + list(METRIC_COLUMNS))
     for row in results(sweep):
-        writer.writerow([_cell(row["point"][p]) for p in paths]
-                        + [row["policy"], row["policy_version"], row["run_id"], row["experiment_id"], row["status"]]
+        writer.writerow([_cell(row["point"][p]) for p in paths] + [_cell(row[field]) for field in identity]
                         + [_cell(row["metrics"][m]) for m in METRIC_COLUMNS])
     yield buffer.getvalue()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 from service.capacity import SLA, capacity_search
 from service.capacity_searches import advance_and_enqueue
@@ -65,6 +66,8 @@ def test_sweep_points_are_runs_and_results_match_csv(api):
     for line, row in zip(table, as_json):
         assert int(line["host.memory_mb"]) == row["point"]["host.memory_mb"]
         assert int(line["run_id"]) == row["run_id"] and line["policy"] == row["policy"]
+        assert json.loads(line["params"]) == row["params"] and line["status"] == row["status"]
+        assert line["error"] == (row["error"] or "") and line["policy_version"] == row["policy_version"]
         for metric in METRIC_COLUMNS:
             value = row["metrics"][metric]
             assert (line[metric] == "" if value is None else float(line[metric]) == value), metric
