@@ -16,11 +16,13 @@ from flask import Flask
 from . import db
 from .api import blueprints
 from .api.auth import SECURITY_SCHEME, TokenDocs, register_auth
-from .api.common import AppState, IdConverter, LimitDocs, close_db
+from .api.common import AppState, IdConverter, LimitDocs, SchemaExtras, close_db
+from .api.links import LinkDocs
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.storable import register_storable_check
 from .api.report import blp as report_blp
 from .api.schemas.experiments import ExperimentDocumentSchema
+from .api.schemas.catalog import SPEC_COMPONENTS
 from .celery_app import create_celery
 from .engine import ENGINE_VERSION
 from .settings import Settings, get_settings
@@ -56,11 +58,14 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
     app.teardown_appcontext(close_db)
 
     api = VmemlabApi(app, spec_kwargs={"extra_plugins": [TokenDocs(settings.open_reads),
-                                                                LimitDocs(settings.max_page_size)]})
+                                                                LimitDocs(settings.max_page_size), LinkDocs(),
+                                                                SchemaExtras()]})
     api.spec.components.security_scheme(SECURITY_SCHEME, {
         "type": "http", "scheme": "bearer",
         "description": "A token from `vmemlab tokens create`: every write needs one, plugin registration an admin one."})
     api.spec.components.schema("ExperimentDocument", schema=ExperimentDocumentSchema)
+    for name, component in SPEC_COMPONENTS.items():
+        api.spec.components.schema(name, schema=component)
     for blp, prefix in blueprints():
         api.register_blueprint(blp, url_prefix=prefix)
     app.register_blueprint(report_blp)

@@ -235,7 +235,11 @@ class HostSchema(Schema):
     reserve_mb = _megabytes(low=0)
     vm_overhead_mb = _Integer(validate=validate.Range(0, 65536))
     swap_device = _device_name()
-    devices = DeviceMapField()
+    devices = DeviceMapField(metadata={
+        "type": "object", "description": "device name -> {read_us, write_us, parallelism} or a preset name",
+        "propertyNames": {"minLength": 1, "maxLength": 64},
+        "additionalProperties": {"oneOf": [{"$ref": "#/components/schemas/Device"},
+                                           {"type": "string", "enum": sorted(DEVICE_PRESETS)}]}})
     costs = fields.Nested(CostsSchema)
 
     @post_load

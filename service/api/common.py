@@ -176,6 +176,16 @@ class LimitDocs(BasePlugin):
                     parameter.setdefault("schema", {})["maximum"] = self.max_page_size
 
 
+class SchemaExtras(BasePlugin):
+    """Adds a schema class's ``openapi_extra`` to its component: what marshmallow checks in code
+    but apispec cannot read, such as a PATCH body needing at least one field (``minProperties``)."""
+
+    def schema_helper(self, name: str, definition: dict, **kwargs: Any) -> Optional[dict]:
+        schema = kwargs.get("schema")
+        extra = getattr(schema if isinstance(schema, type) else type(schema), "openapi_extra", None)
+        return {**definition, **extra} if extra else None
+
+
 class QuerySchema(Schema):
     """Query strings: unknown parameters are refused like unknown body fields, except the
     pagination parameters, which @blp.paginate reads."""

@@ -112,7 +112,8 @@ class SweepResults(MethodView):
     @documented_errors(blp, 404)
     @blp.doc(summary="The results table, as JSON or (format=csv) as a CSV download",
              description="One row per point and policy. CSV: a column per axis (named by its path), then policy, "
-                         "policy_version, run_id, experiment_id, status and each summary metric.",
+                         "policy_version, params (JSON), run_id, experiment_id, status, error and each summary "
+                         "metric.",
              responses={"200": {"description": "OK", "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/SweepResults"}},
                  "text/csv": {"schema": {"type": "string"}}}}})

@@ -5,10 +5,11 @@ Every generated request sends an admin token.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import pytest
 from flask import Flask
@@ -16,6 +17,7 @@ from flask import Flask
 from service.settings import use_settings
 
 from .fuzzing import FUZZ_SETTINGS, Seeded, StatusRecord, app_copy, call, scripted, seed, spec_schema
+from .stateful import Reach, run_stateful
 
 schema = spec_schema()
 RECORD = StatusRecord(schema)
@@ -55,3 +57,20 @@ def test_zz_every_documented_status_is_returned(fuzz_app: Flask, seeded: Seeded,
     if os.environ.get("VMEMLAB_FUZZ_SUMMARY"):          # bench/fuzz.py prints it
         Path(os.environ["VMEMLAB_FUZZ_SUMMARY"]).write_text(json.dumps(RECORD.summary(), indent=1))
     assert RECORD.never_returned() == []
+
+
+def test_stateful(seeded: Seeded, tmp_path: Path) -> None:
+    """Sequences that follow the document's links: no 5xx, every answer as documented, and every
+    operation with a path parameter reached with an id that exists."""
+    copies = itertools.count()
+
+    def fresh_app() -> ContextManager[Flask]:
+        folder = tmp_path / str(next(copies))
+        folder.mkdir()
+        return app_copy(seeded, folder)
+
+    reach = Reach(schema)
+    failures = run_stateful(schema, fresh_app, seeded.token, reach)
+    reach.write("sqlite")
+    assert failures == [], f"{len(failures)} failures, the first ones:\n\n" + "\n\n".join(failures[:5])
+    assert reach.unreached() == [], reach.summary()

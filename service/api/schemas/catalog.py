@@ -6,7 +6,7 @@ from typing import Any, Callable
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ...catalog import validate_host_spec, validate_vm_template_spec
-from ...scenario import ROOT, ScenarioValidationError
+from ...scenario import ROOT, DeviceSchema, HostSchema as HostSpecSchema, ScenarioValidationError, VMSchema
 from ..common import QuerySchema
 
 NAME = validate.Length(min=1, max=200)
@@ -31,12 +31,25 @@ def _spec_check(check: Callable[[Any], Any]) -> Callable[[Any], None]:
     return validator
 
 
-def _spec(check: Callable[[Any], Any], what: str, **kwargs: Any) -> fields.Dict:
-    return fields.Dict(validate=_spec_check(check), metadata={"description": f"the scenario format's {what}"},
-                       **kwargs)
+class VMTemplateSpecSchema(VMSchema):
+    """The VM object as a template documents it: the name is optional, since each experiment
+    names its VMs. For the OpenAPI document only: templates are checked by the catalog."""
+    name = fields.String(validate=validate.Length(min=1, max=100))
+
+
+# the documented shape of each spec (components of the OpenAPI document, registered by the app)
+SPEC_COMPONENTS = {"Device": DeviceSchema, "HostSpec": HostSpecSchema, "VMTemplateSpec": VMTemplateSpecSchema}
+
+
+def _spec(check: Callable[[Any], Any], what: str, component: str, **kwargs: Any) -> fields.Dict:
+    # loaded as a plain object and checked by the catalog, so that errors read spec.<path>;
+    # documented with the scenario format's own schema, so that clients and fuzzers see its fields
+    return fields.Dict(validate=_spec_check(check), **kwargs, metadata={
+        "description": f"the scenario format's {what}", "allOf": [{"$ref": f"#/components/schemas/{component}"}]})
 
 
 class _PatchSchema(Schema):
+    openapi_extra = {"minProperties": 1}
     name = fields.String(validate=NAME)
     description = fields.String(validate=DESCRIPTION)
 
@@ -49,21 +62,21 @@ class _PatchSchema(Schema):
 class HostBodySchema(Schema):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="", validate=DESCRIPTION)
-    spec = _spec(validate_host_spec, "host object", required=True)
+    spec = _spec(validate_host_spec, "host object", "HostSpec", required=True)
 
 
 class HostPatchSchema(_PatchSchema):
-    spec = _spec(validate_host_spec, "host object")
+    spec = _spec(validate_host_spec, "host object", "HostSpec")
 
 
 class VMTemplateBodySchema(Schema):
     name = fields.String(required=True, validate=NAME)
     description = fields.String(load_default="", validate=DESCRIPTION)
-    spec = _spec(validate_vm_template_spec, "VM object, its name optional", required=True)
+    spec = _spec(validate_vm_template_spec, "VM object, its name optional", "VMTemplateSpec", required=True)
 
 
 class VMTemplatePatchSchema(_PatchSchema):
-    spec = _spec(validate_vm_template_spec, "VM object, its name optional")
+    spec = _spec(validate_vm_template_spec, "VM object, its name optional", "VMTemplateSpec")
 
 
 class SpecItemSchema(Schema):

@@ -43,7 +43,8 @@ class ExperimentDocumentSchema(Schema):
     seed = fields.Integer()
     epoch_s = fields.Float()
     slice_ms = fields.Float()
-    host = fields.Dict(metadata={"description": "an inline host (scenario format), or give host_id"})
+    host = fields.Dict(metadata={"description": "an inline host (scenario format), or give host_id",
+                                 "allOf": [{"$ref": "#/components/schemas/HostSpec"}]})
     host_id = fields.Integer(metadata={"description": "a stored host"})
     vms = fields.List(fields.Dict(), required=True, metadata={
         "description": "inline VMs (scenario format); {\"template_id\": 5, \"name\": \"web1\", ...} starts from a "
