@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml examples/third-party-policy/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,notebook]'
 	# the example third-party policy, installed as a user would install theirs
 	$(BIN)/pip install -q --no-deps -e examples/third-party-policy
 	touch $(STAMP)

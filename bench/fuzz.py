@@ -9,7 +9,7 @@ any documented (operation, status) never answered. Then schemathesis' stateful p
 document's OpenAPI links (service/api/links.py) through sequences of calls, each on a fresh copy of
 the seeded database, and fails on any 5xx, any undocumented answer and any operation with a path
 parameter never answered about a resource that exists. CI runs the same tests with 25 examples per
-operation and 200 scenarios; this runs ``--examples`` (default 500) and ``--scenarios`` (default
+operation and batches of 100 scenarios; this runs ``--examples`` (default 500) and ``--scenarios`` (default
 1000) and prints requests per operation and status, and per database the statuses each operation
 answered in the stateful phase (the operations reached). Every generated request carries an admin token.
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=500, help="examples per operation (default 500)")
-    parser.add_argument("--scenarios", type=int, default=1000, help="stateful scenarios per database (default 1000)")
+    parser.add_argument("--scenarios", type=int, default=1000, help="stateful scenarios per batch and database (default 1000)")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vmemlab-fuzz-") as folder:

@@ -18,6 +18,7 @@ from .api import blueprints
 from .api.auth import SECURITY_SCHEME, TokenDocs, register_auth
 from .api.common import AppState, IdConverter, LimitDocs, SchemaExtras, close_db
 from .api.links import LinkDocs
+from .api.operations import OperationIds
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.storable import register_storable_check
 from .api.report import blp as report_blp
@@ -25,7 +26,9 @@ from .api.schemas.experiments import ExperimentDocumentSchema
 from .api.schemas.catalog import SPEC_COMPONENTS
 from .celery_app import create_celery
 from .engine import ENGINE_VERSION
+from .prometheus import register_metrics
 from .settings import Settings, get_settings
+from .web import register_web
 
 API_PREFIX = "/api/v1"
 PUBLISH_TIMEOUT_S = 3.0
@@ -59,7 +62,7 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
 
     api = VmemlabApi(app, spec_kwargs={"extra_plugins": [TokenDocs(settings.open_reads),
                                                                 LimitDocs(settings.max_page_size), LinkDocs(),
-                                                                SchemaExtras()]})
+                                                                SchemaExtras(), OperationIds()]})
     api.spec.components.security_scheme(SECURITY_SCHEME, {
         "type": "http", "scheme": "bearer",
         "description": "A token from `vmemlab tokens create`: every write needs one, plugin registration an admin one."})
@@ -69,6 +72,8 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
     for blp, prefix in blueprints():
         api.register_blueprint(blp, url_prefix=prefix)
     app.register_blueprint(report_blp)
+    register_web(app)                # the pages for people: /, /create, /compare, /plugins
+    register_metrics(app)            # GET /metrics; its request hooks first, so a 401 is timed too
     register_error_handlers(app)
     register_auth(app)
     register_storable_check(app)     # after auth: a request without a token is a 401 first

@@ -42,15 +42,40 @@ def _segments(xs: Sequence[float], ys: Sequence[Optional[float]]) -> list[list[t
     return [s for s in segments if s]
 
 
+def text_width(text: str, font_size: float = 10) -> float:
+    """A generous estimate of the width of ``text`` in a sans-serif font: no SVG measuring without
+    a script, and a label cut at the edge is worse than some slack."""
+    wide = sum(1 for c in text if c.isupper() or c in "mwMW%@")
+    return font_size * (0.6 * len(text) + 0.25 * wide)
+
+
+def _legend_rows(labels: Sequence[str], left: int, right_edge: int) -> list[list[tuple[int, str, float]]]:
+    """Legend items (index, label, x) laid out left to right, wrapping to a new row instead of
+    running past the right edge."""
+    rows: list[list[tuple[int, str, float]]] = [[]]
+    x = float(left)
+    for k, label in enumerate(labels):
+        item = 13 + text_width(label) + 10
+        if rows[-1] and x + item > right_edge:
+            rows.append([])
+            x = float(left)
+        rows[-1].append((k, label, x))
+        x += item
+    return rows
+
+
 def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Sequence[Optional[float]]]], *,
                y_unit: str = "MB", x_unit: str = "s", width: int = 380, height: int = 200,
                reference: Optional[tuple[str, float]] = None, sparse: bool = False) -> str:
     """An SVG line chart: ``lines`` are (label, values) sharing the x values ``xs``; the y axis
-    starts at 0. ``reference`` draws a dashed horizontal line (label, y), such as an SLA;
-    ``sparse`` marks each point and joins a line's points across missing values (lines measured
-    at different x). Returns SVG text, safe to embed in HTML."""
-    left, right, top, bottom = 52, 10, 24, 46
-    plot_w, plot_h = width - left - right, height - top - bottom
+    starts at 0. ``reference`` draws a dashed horizontal line (label, y), such as an SLA or the
+    host's memory; ``sparse`` marks each point and joins a line's points across missing values
+    (lines measured at different x). The legend wraps onto more rows (the chart grows) rather
+    than being cut. Returns SVG text, safe to embed in HTML."""
+    left, right, top, bottom = 52, 14, 24, 30
+    legend = _legend_rows([label for label, _ in lines], left, width - 4)
+    height += 13 * (len(legend) - 1)
+    plot_w, plot_h = width - left - right, height - top - bottom - 13 * len(legend)
     x_max = max((x for x in xs if math.isfinite(x)), default=1.0) or 1.0
     y_seen = [y for _, ys in lines for y in ys if y is not None and math.isfinite(y)]
     if reference is not None:
@@ -65,7 +90,7 @@ def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Seque
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" class="chart">',
-           f"<title>{escape(title)}</title>",
+           f"<title>{escape(title)} ({escape(y_unit)} over {escape(x_unit)})</title>",
            f'<text x="{left}" y="15" font-size="12" font-weight="600">{escape(title)}</text>']
     for fraction in (0, 0.5, 1):
         y = py(y_max * fraction)
@@ -76,9 +101,10 @@ def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Seque
                f"{escape(y_unit)}</text>")
     axis_y = top + plot_h
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{axis_y}" stroke="#999"/>')
-    for fraction in (0, 0.5, 1):
+    # the last label ends at the plot's edge rather than centring on it, so "120 s" is never cut
+    for fraction, anchor in ((0, "middle"), (0.5, "middle"), (1, "end")):
         x = px(x_max * fraction)
-        out.append(f'<text x="{x:.1f}" y="{axis_y + 13}" font-size="10" text-anchor="middle">'
+        out.append(f'<text x="{x:.1f}" y="{axis_y + 13}" font-size="10" text-anchor="{anchor}">'
                    f"{escape(_label(x_max * fraction))}{' ' + escape(x_unit) if fraction == 1 else ''}</text>")
     for k, (label, ys) in enumerate(lines):
         color = PALETTE[k % len(PALETTE)]
@@ -96,12 +122,12 @@ def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Seque
                    f'stroke-dasharray="4 3"/>')
         out.append(f'<text x="{width - right}" y="{y - 3:.1f}" font-size="10" text-anchor="end">'
                    f"{escape(reference[0])}</text>")
-    legend_x, legend_y = left, height - 8
-    for k, (label, _) in enumerate(lines):
-        color = PALETTE[k % len(PALETTE)]
-        out.append(f'<rect x="{legend_x}" y="{legend_y - 8}" width="10" height="3" fill="{color}"/>')
-        out.append(f'<text x="{legend_x + 13}" y="{legend_y - 4}" font-size="10">{escape(label)}</text>')
-        legend_x += 18 + 6 * len(label)
+    for row, items in enumerate(legend):
+        legend_y = axis_y + 30 + 13 * row
+        for k, label, x in items:
+            color = PALETTE[k % len(PALETTE)]
+            out.append(f'<rect x="{x:.1f}" y="{legend_y - 8}" width="10" height="3" fill="{color}"/>')
+            out.append(f'<text x="{x + 13:.1f}" y="{legend_y - 4}" font-size="10">{escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 

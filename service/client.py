@@ -1,5 +1,7 @@
 """A small HTTP client of the vmemlab API, on the standard library's urllib only: what
-``vmemlab submit`` and ``vmemlab up --submit`` use, and bench/api.py's model of a client.
+``vmemlab submit`` and ``vmemlab up --submit`` use, bench/api.py's model of a client, and a
+notebook's (``runs``, ``series``, ``comparison``, ``sweep_table`` give pandas DataFrames with
+``frame=True``; docs/notebook.md).
 
 Every failure is an ``APIError`` whose ``lines`` are ready to print as ``error:`` lines: the
 server's validation errors one per field (``vms[0].memory_mb: ...``), or why the server could
@@ -121,6 +123,11 @@ class Client:
     def request(self, method: str, path: str, body: Any = None, *, api: bool = True,
                 headers: Optional[dict[str, str]] = None, timeout: Optional[float] = None) -> Any:
         """Send a request; return the decoded JSON answer (None if empty). Raises APIError."""
+        return self._exchange(method, path, body, api=api, headers=headers, timeout=timeout)[0]
+
+    def _exchange(self, method: str, path: str, body: Any = None, *, api: bool = True,
+                  headers: Optional[dict[str, str]] = None, timeout: Optional[float] = None) -> tuple[Any, Any]:
+        """``request``, with the answer's headers."""
         url = self.api_url(path) if api else self.url(path)
         data = None
         all_headers = {"Accept": "application/json"}
@@ -133,7 +140,7 @@ class Client:
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
             with _OPENER.open(request, timeout=timeout or self.timeout) as response:
-                raw = response.read()
+                raw, answer_headers = response.read(), response.headers
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             decoded = _decode(raw)
@@ -150,7 +157,7 @@ class Client:
             raise APIUnreachable([f"{method} {url}: no answer within {timeout or self.timeout:g} s"]) from None
         except (ConnectionError, OSError) as exc:
             raise APIUnreachable([f"cannot reach the vmemlab API at {self.base_url}: {_reason(exc)}"]) from None
-        return _decode(raw) if raw else None
+        return (_decode(raw) if raw else None), answer_headers
 
     def text(self, path: str, *, api: bool = False) -> tuple[int, str, str]:
         """GET a page: ``(status, content type, text)``; raises APIError on an error status."""
@@ -179,8 +186,48 @@ class Client:
     def run(self, run_id: int) -> dict:
         return self.request("GET", f"/runs/{int(run_id)}")
 
-    def comparison(self, experiment_id: int) -> dict:
-        return self.request("GET", f"/experiments/{int(experiment_id)}/comparison")
+    def comparison(self, experiment_id: int, *, frame: bool = False, baseline: Optional[str] = None) -> Any:
+        """An experiment's runs compared (against ``baseline``, a policy name, if given); with
+        ``frame=True`` a DataFrame, a row per run (service.client_frames)."""
+        query = "?" + urllib.parse.urlencode({"baseline": baseline}) if baseline else ""
+        answer = self.request("GET", f"/experiments/{int(experiment_id)}/comparison{query}")
+        return _frames().comparison_frame(answer) if frame else answer
+
+    def compare_runs(self, run_ids: Iterable[int], *, baseline_run: Optional[int] = None, frame: bool = False) -> Any:
+        """Any runs compared, across experiments (``GET /comparisons``)."""
+        params = [("runs", int(i)) for i in run_ids] + ([("baseline_run", int(baseline_run))] if baseline_run else [])
+        answer = self.request("GET", "/comparisons?" + urllib.parse.urlencode(params))
+        return _frames().comparison_frame(answer) if frame else answer
+
+    # --- for notebooks: every page, and DataFrames on request (pandas: the extra `notebook`) ----
+
+    def runs(self, *, frame: bool = False, page_size: int = 100, **filters: Any) -> Any:
+        """Every run the filters match (``policy``, ``status``, ``experiment_id``, ``sort``... as
+        ``GET /runs`` takes them), all pages; with ``frame=True`` a DataFrame, a row per run."""
+        found: list = []
+        page = 1
+        while True:
+            query = urllib.parse.urlencode({**filters, "page": page, "page_size": page_size}, doseq=True)
+            items, headers = self._exchange("GET", f"/runs?{query}")
+            found += items or []
+            paging = _decode((headers.get("X-Pagination") or "").encode()) if headers else None
+            next_page = paging.get("next_page") if isinstance(paging, dict) else None
+            if not items or not next_page:
+                break
+            page = int(next_page)
+        return _frames().runs_frame(found) if frame else found
+
+    def series(self, run_id: int, *, frame: bool = False) -> Any:
+        """A succeeded run's per-epoch series; with ``frame=True`` a DataFrame indexed by simulated
+        time, columns (scope, field): ``host``, ``policy`` or a VM's name."""
+        answer = self.request("GET", f"/runs/{int(run_id)}/series")
+        return _frames().series_frame(answer) if frame else answer
+
+    def sweep_table(self, sweep_id: int, *, frame: bool = False) -> Any:
+        """A sweep's result rows (a point and policy each); with ``frame=True`` a DataFrame with a
+        column per axis."""
+        rows = self.sweep_results(self.sweep(sweep_id))
+        return _frames().sweep_frame(rows) if frame else rows
 
     def report_url(self, experiment_id: int) -> str:
         return self.url(f"/experiments/{int(experiment_id)}/report")
@@ -238,6 +285,13 @@ def run_ids(experiment: dict) -> list[int]:
     for run in experiment.get("runs") or []:
         ids.append(int(run["id"] if isinstance(run, dict) else run))
     return ids
+
+
+def _frames() -> Any:
+    from . import client_frames
+
+    client_frames.pandas()          # says what to install if pandas is missing
+    return client_frames
 
 
 def _decode(raw: bytes) -> Any:

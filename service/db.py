@@ -40,11 +40,15 @@ _factories: dict[str, sessionmaker[Session]] = {}
 
 
 def normalize_url(url: str) -> str:
-    """``postgresql://`` without a driver means psycopg (3) to SQLAlchemy 2.1; the project ships
-    psycopg2, so use it unless psycopg is installed."""
+    """The URL as SQLAlchemy should read it: PostgreSQL through psycopg (3), the one driver the
+    project ships. ``postgresql://`` (and Heroku's ``postgres://``) as users write them name no
+    driver; ``postgresql+psycopg2://`` from an older configuration would fail to import once
+    psycopg2 is gone, so it is read as psycopg too unless psycopg2 is still installed."""
     parsed = make_url(url)
-    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
-        parsed = parsed.set(drivername="postgresql+psycopg2")
+    driver = parsed.drivername
+    if driver in ("postgresql", "postgres") or (
+            driver == "postgresql+psycopg2" and importlib.util.find_spec("psycopg2") is None):
+        parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
 

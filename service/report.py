@@ -38,13 +38,15 @@ th:first-child,td:first-child{text-align:left} th{background:#f5f5f5} .base{back
 .bar{display:inline-block;width:12rem;height:.7rem;background:#eee;vertical-align:middle}
 .bar span{display:block;height:100%;background:#1f77b4} code{background:#f4f4f4;padding:0 .2rem}
 .answer{font-size:1.1rem;background:#f3f8ff;border-left:4px solid #1f77b4;padding:.5rem .8rem}
+.refused{background:#fff7e6;border-left:4px solid #d08700;padding:.4rem .8rem}
+@media print{.charts{display:block} .chart{page-break-inside:avoid} a{color:inherit;text-decoration:none}}
 </style></head><body>
 <h1>{{ e.name }}</h1>
+<p class="answer"><b>{{ answer }}</b></p>
 <p class="muted">Experiment {{ e.id }}, created {{ e.created_at.strftime("%Y-%m-%d %H:%M:%S UTC") }};
 {{ "%g"|format(e.duration_s) }} s simulated, seed {{ e.seed }}, {{ runs|length }} polic{{ "y" if runs|length == 1 else "ies" }}.
 JSON: <a href="{{ links.experiment }}">experiment</a>, <a href="{{ links.comparison }}">comparison</a>.
 {% if unfinished %}<b>Runs are still going; this page reloads every 5 s.</b>{% endif %}</p>
-<p class="answer"><b>{{ answer }}</b></p>
 {% if e.description %}<p>{{ e.description }}</p>{% endif %}
 
 <h2>Policies compared</h2>
@@ -81,6 +83,7 @@ Slowdown is simulated time per unit of work against the same VM unconstrained (1
 <td>{{ "{:.1f}".format(vm.memory_wait_s or 0) }}</td></tr>{% endfor %}</table>{% endif %}
 {% if r.states %}<p>Time in each host state: {% for state, pct in r.states.items() %}{{ state }} {{ "%.1f"|format(pct) }}%{{ ", " if not loop.last }}{% endfor %}.</p>{% endif %}
 {% if r.sharing %}<p>Sharing saved {{ "{:,.1f}".format(r.sharing.total) }} MB on average: {{ "{:,.1f}".format(r.sharing.zero) }} MB of zero pages, {{ "{:,.1f}".format(r.sharing.other) }} MB of other pages.</p>{% endif %}
+{% for vm in r.refused %}<p class="refused" role="note"><b>VM {{ vm.name }} was refused</b> and never ran: {{ vm.reason }}.</p>{% endfor %}
 {% if r.notes %}<p>Notes:</p><ul>{% for note in r.notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
 <div class="charts">{% for chart in r.charts %}{{ chart }}{% endfor %}</div>
 {% elif r.run.status == "failed" %}<pre class="error">{{ r.run.error }}</pre>
@@ -110,8 +113,15 @@ def render_report(experiment: Experiment, comparison: dict[str, Any], series: di
         unfinished=any(not run.finished for run in runs), host=scenario["host"],
         vms=[_vm_view(vm) for vm in scenario["vms"]],
         table=[_table_row(run, rows[run.id], vm_names) for run in runs],
-        run_sections=[{"run": run, "params": _params(run.params), "csv": links["csv"][run.id],
-                       "charts": _charts(series.get(run.id)), **_behaviour(run.summary)} for run in runs])
+        run_sections=[_section(run, links["csv"][run.id], series.get(run.id), scenario["host"]["memory_mb"])
+                      for run in runs])
+
+
+def _section(run: Run, csv: str, series: Optional[dict[str, Any]], host_memory_mb: float) -> dict[str, Any]:
+    refused = refusals(run.summary)
+    charts = _charts(series, host_memory_mb, frozenset(vm["name"] for vm in refused))
+    return {"run": run, "params": _params(run.params), "csv": csv, "charts": charts, "refused": refused,
+            **_behaviour(run.summary)}
 
 
 def _behaviour(summary: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -128,13 +138,13 @@ def _behaviour(summary: Optional[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _table_row(run: Run, row: dict[str, Any], vm_names: list[str]) -> dict[str, Any]:
-    cells = [_cell(row["metrics"].get(key), row["deltas"].get(key), fmt, lower)
+    cells = [delta_cell(row["metrics"].get(key), row["deltas"].get(key), fmt, lower)
              for key, _, fmt, lower in COLUMNS]
     vm_cells = []
     for name in vm_names:
         vm = row["vms"].get(name, {})
         value = vm.get("slowdown")
-        cell = _cell(value, vm.get("slowdown_delta"), "{:.3f}", True)
+        cell = delta_cell(value, vm.get("slowdown_delta"), "{:.3f}", True)
         if vm.get("state") not in (None, "ran"):
             cell["value"] = vm["state"] if value is None else f"{cell['value']} ({vm['state']})"
         vm_cells.append(cell)
@@ -144,7 +154,7 @@ def _table_row(run: Run, row: dict[str, Any], vm_names: list[str]) -> dict[str, 
             "wall": f"{run.wall_s:.1f}" if run.wall_s is not None else "-"}
 
 
-def _cell(value: Any, delta: Optional[float], fmt: str, lower_is_better: Optional[bool]) -> dict[str, str]:
+def delta_cell(value: Any, delta: Optional[float], fmt: str, lower_is_better: Optional[bool]) -> dict[str, str]:
     if value is None:
         return {"value": "-", "delta": "", "tone": ""}
     text = fmt.format(value)
@@ -173,12 +183,23 @@ def _vm_view(vm: dict[str, Any]) -> dict[str, Any]:
     return {**vm, "workload_text": "; then ".join(text) or "idle", "events_text": events}
 
 
-def _charts(series: Optional[dict[str, Any]]) -> list[Markup]:
+def refusals(summary: Optional[dict[str, Any]]) -> list[dict[str, str]]:
+    """The VMs a run refused, each with why (the engine's ``refused_reason``, as the CLI's notes
+    say it): a refused VM never ran, so it gets this sentence instead of an empty chart."""
+    return [{"name": vm["name"], "reason": vm.get("refused_reason") or "the policy did not admit it"}
+            for vm in (summary or {}).get("vms", []) if vm.get("state") == "refused"]
+
+
+def _charts(series: Optional[dict[str, Any]], host_memory_mb: Optional[float] = None,
+            refused: frozenset[str] = frozenset()) -> list[Markup]:
     if not series:
         return []
     xs = series.get("time_s", [])
     host = series.get("host", {})
-    charts = [line_chart("host", xs, [(label, host.get(key, [])) for label, key in HOST_LINES])]
+    reference = None if not host_memory_mb else (f"host memory {host_memory_mb:,.0f} MB", float(host_memory_mb))
+    charts = [line_chart("Host memory", xs, [(label, host.get(key, [])) for label, key in HOST_LINES],
+                         reference=reference)]
     for name, table in series.get("vms", {}).items():
-        charts.append(line_chart(f"VM {name}", xs, [(label, table.get(key, [])) for label, key in VM_LINES]))
+        if name not in refused:
+            charts.append(line_chart(f"VM {name} memory", xs, [(label, table.get(key, [])) for label, key in VM_LINES]))
     return [Markup(chart) for chart in charts]

@@ -11,21 +11,29 @@ machine (``vmemlab serve``, ``vmemlab worker``, ``vmemlab up``; service.cli pars
   shutdown, finishing the simulations it runs); a second Ctrl-C asks both to stop at once
   (SIGQUIT: Celery's cold shutdown; the runs it was simulating are re-queued by the next worker
   that finds their heartbeat stale). On Linux the children also get SIGTERM if ``up`` itself dies.
+- All three set ``PROMETHEUS_MULTIPROC_DIR`` before any process that keeps metrics starts
+  (service.prometheus): gunicorn's and Celery's processes then write their values to one folder
+  that a scrape of ``/metrics`` adds up.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import glob
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 APP_FACTORY = "service.app:create_app"
 CELERY_APP = "service.celery_app:app"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 # --- the API: gunicorn ----------------------------------------------------------------------------
@@ -57,6 +65,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int, access_lo
         # servers of one user (tests, a benchmark beside `make run`) would share it. Not used here.
         "control_socket_disable": True,
         "post_fork": forget_inherited_connections,
+        "child_exit": forget_dead_worker_metrics,
     }
 
 
@@ -67,6 +76,15 @@ def forget_inherited_connections(_server: Any = None, _worker: Any = None) -> No
     from . import db
 
     db.dispose_engines(close=False)
+
+
+def forget_dead_worker_metrics(_server: Any, worker: Any) -> None:
+    """gunicorn's child_exit: a dead worker's live gauges (requests in progress) go with it; its
+    counters stay in the sums."""
+    if os.environ.get(METRICS_DIR_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(process_id(worker.pid))
 
 
 def run_gunicorn(options: dict[str, Any], app_factory: Callable[[], Any]) -> None:
@@ -99,6 +117,45 @@ def api_available() -> bool:
     return importlib.util.find_spec("service.app") is not None
 
 
+# --- metrics: the folder the processes share -----------------------------------------------------------
+
+def process_id(pid: Optional[int] = None) -> str:
+    """A process's name in the metrics files: host and pid (containers sharing the folder have pids
+    in separate namespaces, where pid alone would collide)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid() if pid is None else pid}"
+
+
+def prepare_metrics_dir(data_dir: Path) -> str:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` (default ``<data_dir>/prometheus``) for this process and its
+    children, create the folder, and remove the files of this host's processes that are gone:
+    their counters would otherwise stay in the sums forever (a restart is a counter reset, which
+    Prometheus's rate() expects). Call it before any process that keeps metrics starts, and before
+    this one imports service.prometheus."""
+    path = os.environ.get(METRICS_DIR_ENV) or str(Path(data_dir) / "prometheus")
+    Path(path).mkdir(parents=True, exist_ok=True)
+    os.environ[METRICS_DIR_ENV] = path
+    prefix = process_id(0)[:-1]                          # "<host>-"
+    for file in glob.glob(os.path.join(glob.escape(path), f"*_{glob.escape(prefix)}*.db")):
+        pid = file[file.rindex(prefix) + len(prefix):-len(".db")]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.remove(file)
+            except FileNotFoundError:
+                pass
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # someone else's process
+        return True
+    return True
+
+
 # --- the worker: Celery ---------------------------------------------------------------------------
 
 def celery_worker_argv(concurrency: Optional[int], loglevel: str, hostname: Optional[str] = None,
@@ -107,7 +164,8 @@ def celery_worker_argv(concurrency: Optional[int], loglevel: str, hostname: Opti
     embedded SQLite broker, which has no broadcast, without gossip, mingle and event heartbeats
     (each would only poll the broker's database for messages that never come)."""
     argv = [sys.executable, "-m", "celery"] + (["--quiet"] if quiet else [])
-    argv += ["-A", CELERY_APP, "worker", f"--loglevel={loglevel.upper()}"]
+    # --include: the worker counts the runs it ends for /metrics (service.prometheus)
+    argv += ["-A", CELERY_APP, "worker", f"--loglevel={loglevel.upper()}", "--include=service.prometheus"]
     if embedded:
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     if concurrency:

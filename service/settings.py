@@ -12,7 +12,8 @@ Variables:
     Default ``./var``.
 ``DATABASE_URL``
     SQLAlchemy URL of the database. Default ``sqlite:///<data_dir>/vmemlab.db``. ``postgres://``
-    (Heroku style) is accepted and read as ``postgresql://``.
+    (Heroku style) is accepted and read as ``postgresql://``; PostgreSQL URLs without a driver use
+    psycopg 3 (service.db.normalize_url).
 ``REDIS_URL``
     Redis URL used as Celery broker and result backend. Unset: the broker is
     ``sqla+sqlite:///<data_dir>/broker.db`` and the result backend ``db+sqlite:///<data_dir>/results.db``.
@@ -21,6 +22,10 @@ Variables:
     must see the same files (a shared volume when workers run on several machines).
 ``VMEMLAB_QUEUE``
     Celery queue the run tasks go to. Default ``vmemlab``.
+``PROMETHEUS_MULTIPROC_DIR``
+    prometheus-client's own variable, read by service.serving and service.prometheus, not here:
+    the folder where the API's and the workers' processes keep their metrics. ``vmemlab serve``,
+    ``worker`` and ``up`` default it to ``<data_dir>/prometheus``.
 ``VMEMLAB_MAX_TRACE_BYTES``
     Largest trace upload accepted. Default 512 MiB.
 ``VMEMLAB_MAX_POLICIES``
@@ -95,9 +100,14 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     ``1`` logs every SQL statement. Default off.
 ``VMEMLAB_DOCS_UI_URL``
     Where the browser loads Swagger UI from for the interactive API docs at ``/api/v1/docs``
-    (the server itself never fetches it). Default the jsDelivr CDN; point it at a local copy of
-    ``swagger-ui-dist`` for machines without Internet access, or set ``off`` to serve no docs page
-    (``/api/v1/openapi.json`` is always served).
+    (the server itself never fetches it). Default ``/api/v1/docs/swagger-ui/``: the files of the
+    installed ``flask-swagger-ui`` distribution, served by the app itself, so the docs work
+    without Internet access. A URL (e.g. a CDN's ``swagger-ui-dist``) loads them from there
+    instead; ``off`` serves no docs page (``/api/v1/openapi.json`` is always served).
+``VMEMLAB_SECRET_KEY``
+    Signs the web pages' session cookie (the token a person typed in, kept for the browser
+    session). Every API process must use the same one. Default: a random key made once and
+    kept in ``<data_dir>/secret_key``.
 
 Durations are seconds (floats); sizes are bytes (integers, ``_`` separators allowed); counts are
 integers and may be written ``5e10`` or ``50_000_000_000``.
@@ -110,7 +120,8 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 
-DEFAULT_DOCS_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+# served by service.web from the installed flask-swagger-ui distribution: no CDN, no network
+DEFAULT_DOCS_UI_URL = "/api/v1/docs/swagger-ui/"
 
 
 class SettingsError(ValueError):
@@ -145,6 +156,7 @@ class Settings:
     run_time_limit_s: float = 0.0
     sql_echo: bool = False
     docs_ui_url: Optional[str] = DEFAULT_DOCS_UI_URL
+    secret_key: Optional[str] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -188,6 +200,7 @@ class Settings:
             run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),
             sql_echo=_flag(env, "VMEMLAB_SQL_ECHO"),
             docs_ui_url=_docs_url(env),
+            secret_key=_text(env, "VMEMLAB_SECRET_KEY"),
         )
         if 0 < settings.plugin_time_limit_s and settings.plugin_time_limit_s >= settings.stale_after_s:
             raise SettingsError(

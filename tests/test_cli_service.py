@@ -54,6 +54,8 @@ def embedded_env(tmp_path: Path, monkeypatch) -> Iterator[Path]:
     monkeypatch.setenv("VMEMLAB_DATA_DIR", str(var))
     for name in ("DATABASE_URL", "REDIS_URL", "VMEMLAB_TRACE_DIR", "VMEMLAB_QUEUE"):
         monkeypatch.delenv(name, raising=False)
+    # serve, worker and up set it for their processes: undone after the test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     use_settings(None)
     yield var
     from service import db
@@ -640,6 +642,14 @@ def test_up_serves_submit_compares_and_stops(tmp_path, capsys):
         experiment_id = int(report.rstrip("/").split("/")[-2])
         comparison = Client(url).comparison(experiment_id)
         assert len(comparison["runs"]) == 2
+
+        # /metrics: the database's runs, and what the worker's processes counted (one metrics folder)
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        assert 'vmemlab_runs{status="succeeded"} 4.0' in metrics, metrics
+        assert 'vmemlab_run_duration_seconds_count{status="succeeded"} 4.0' in metrics, metrics
+        refs = re.search(r"^vmemlab_references_simulated_total (\S+)$", metrics, re.M)
+        assert refs and float(refs.group(1)) > 0, metrics
 
         # SIGTERM: both children stop, up exits 0 and leaves nothing behind
         up.send_signal(signal.SIGTERM)

@@ -178,12 +178,24 @@ class LimitDocs(BasePlugin):
 
 class SchemaExtras(BasePlugin):
     """Adds a schema class's ``openapi_extra`` to its component: what marshmallow checks in code
-    but apispec cannot read, such as a PATCH body needing at least one field (``minProperties``)."""
+    but apispec cannot read, such as a PATCH body needing at least one field (``minProperties``).
+
+    And a nullable nested object is written ``allOf: [ref], nullable: true``: apispec writes
+    ``anyOf: [ref, {type: object, nullable: true}]``, which lets any object through and gives
+    generated clients a second, untyped model."""
 
     def schema_helper(self, name: str, definition: dict, **kwargs: Any) -> Optional[dict]:
+        for prop in definition.get("properties", {}).values():
+            choices = prop.get("anyOf") if isinstance(prop, dict) else None
+            if choices and len(choices) == 2 and "$ref" in choices[0] and choices[1] == ANY_OBJECT_OR_NULL:
+                del prop["anyOf"]
+                prop.update(allOf=[choices[0]], nullable=True)
         schema = kwargs.get("schema")
         extra = getattr(schema if isinstance(schema, type) else type(schema), "openapi_extra", None)
         return {**definition, **extra} if extra else None
+
+
+ANY_OBJECT_OR_NULL = {"type": "object", "nullable": True}
 
 
 class QuerySchema(Schema):

@@ -9,7 +9,7 @@ from ..models import Run
 from ..policies import DEFAULT_POLICY
 from ..runs import compare
 from .common import Blueprint, db, invalid
-from .schemas.experiments import ComparisonSchema
+from .schemas.results import ComparisonSchema
 from .schemas.runs import ComparisonsQuerySchema
 
 blp = Blueprint("comparisons", __name__, description="Runs side by side across experiments and time.")
@@ -19,9 +19,11 @@ blp = Blueprint("comparisons", __name__, description="Runs side by side across e
 class Comparisons(MethodView):
     @blp.arguments(ComparisonsQuerySchema, location="query")
     @blp.response(200, ComparisonSchema)
-    @blp.doc(summary="Compare runs", description="`?runs=1,5,9&baseline_run=5`: the runs in the order given, "
+    @blp.doc(summary="Compare runs",
+             description="`?runs=1&runs=5&runs=9&baseline_run=5` (or `runs=1,5,9`): every run in the order given, "
              "deltas and ratios against the baseline run (default: the first succeeded run of `baseline`, "
-             "static unless given). `same_configuration` says whether all had the same fingerprint.")
+             "static unless given). `same_configuration` says whether all had the same fingerprint. "
+             "A run given twice is compared once.")
     def get(self, args: dict) -> dict:
         ids = list(dict.fromkeys(args["runs"]))
         found = {run.id: run for run in db().scalars(select(Run).where(Run.id.in_(ids)))}

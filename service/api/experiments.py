@@ -21,9 +21,9 @@ from ..policies import DEFAULT_POLICY
 from ..runs import compare, enqueue, request_cancel
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, settings
 from .schemas.experiments import (
-    ComparisonSchema, ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema,
-    ExperimentSchema,
+    ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema, ExperimentSchema,
 )
+from .schemas.results import ComparisonSchema
 from .submission import create_and_queue
 
 blp = Blueprint("experiments", __name__, description="Experiments: one scenario, one run per policy.")

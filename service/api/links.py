@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from apispec import BasePlugin
 
+from .operations import operation_id
+
 PREFIX = "/api/v1"
 ID = "$response.body#/id"
 FIRST = "$response.body#/0/id"
@@ -41,7 +43,7 @@ def _study(collection: str, id_name: str, value: str, parts: tuple[str, ...]) ->
     targets = [("Get", "get", item, {f"path.{id_name}": value}), ("Delete", "delete", item, {f"path.{id_name}": value})]
     for part in parts:
         method = "post" if part == "cancel" else "get"
-        targets.append((part.title(), method, f"{item}/{part}", {f"path.{id_name}": value}))
+        targets.append((part.title().replace(".", ""), method, f"{item}/{part}", {f"path.{id_name}": value}))
     return targets
 
 
@@ -76,13 +78,17 @@ def _table() -> dict[Source, list[Target]]:
     table["get", experiment, ("200",)] = by_experiment(ID)[1:] + _run(first_run) + [
         ("CompareRuns", "get", "/comparisons", {"query.runs": first_run})]
     table["get", "/experiments", ("200",)] = by_experiment(FIRST)
-    table["get", "/runs", ("200",)] = _run(FIRST)
+    # a run's CSV from the run only (listed or read), not from everything that names a run: every
+    # link is a rule of the stateful fuzzer's, and each more makes the others rarer
+    series_csv = "/runs/{run_id}/series.csv"
+    table["get", "/runs", ("200",)] = _run(FIRST) + [_csv("GetRunSeriesCsv", series_csv, "path.run_id", FIRST)]
     table["get", "/runs/{run_id}", ("200",)] = _run(ID)[1:] + [
-        ("GetExperiment", "get", experiment, {"path.experiment_id": "$response.body#/experiment_id"})]
+        ("GetExperiment", "get", experiment, {"path.experiment_id": "$response.body#/experiment_id"}),
+        _csv("GetRunSeriesCsv", series_csv, "path.run_id", ID)]
 
     point_run = "$response.body#/results/0/run_id"
     for collection, id_name, parts, extra in (
-            ("/sweeps", "sweep_id", ("results", "cancel"), _run(point_run)),
+            ("/sweeps", "sweep_id", ("results", "results.csv", "cancel"), _run(point_run)),
             ("/capacity-searches", "search_id", ("history", "cancel"), [])):
         table["post", collection, ("200", "202")] = _study(collection, id_name, ID, parts) + extra
         table["get", collection, ("200",)] = _study(collection, id_name, FIRST, parts)
@@ -90,12 +96,11 @@ def _table() -> dict[Source, list[Target]]:
     return table
 
 
+def _csv(name: str, path: str, parameter: str, value: str) -> Target:
+    return (name, "get", path, {parameter: value})
+
+
 LINKS = _table()
-
-
-def operation_ref(path: str, method: str) -> str:
-    """A JSON pointer to an operation of this document."""
-    return "#/paths/" + (PREFIX + path).replace("~", "~0").replace("/", "~1") + "/" + method
 
 
 class LinkDocs(BasePlugin):
@@ -112,6 +117,6 @@ class LinkDocs(BasePlugin):
                 for status in statuses:
                     response = responses.get(status, responses.get(int(status)))
                     if isinstance(response, dict):
-                        response["links"] = {name: {"operationRef": operation_ref(target, target_method),
+                        response["links"] = {name: {"operationId": operation_id(target_method, target),
                                                     "parameters": parameters}
                                              for name, target_method, target, parameters in targets}

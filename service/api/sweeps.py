@@ -105,24 +105,42 @@ class SweepItem(MethodView):
         session.commit()
 
 
+CSV_BODY = {"schema": {"type": "string", "description": "CSV with a header row"}}
+
+
 @blp.route("/<int:sweep_id>/results")
 class SweepResults(MethodView):
     @blp.arguments(SweepResultsQuerySchema, location="query")
     @blp.response(200, SweepResultsSchema)
     @documented_errors(blp, 404)
-    @blp.doc(summary="The results table, as JSON or (format=csv) as a CSV download",
-             description="One row per point and policy. CSV: a column per axis (named by its path), then policy, "
-                         "policy_version, params (JSON), run_id, experiment_id, status, error and each summary "
-                         "metric.",
+    @blp.doc(summary="The results table as JSON",
+             description="One row per point and policy. The same as CSV: `GET /sweeps/{sweep_id}/results.csv` "
+                         "(`format=csv` here still answers CSV, for clients written before that path).",
              responses={"200": {"description": "OK", "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/SweepResults"}},
-                 "text/csv": {"schema": {"type": "string"}}}}})
+                 "text/csv": CSV_BODY}}})
     def get(self, args: dict, sweep_id: int):
         sweep = load_sweep(sweep_id)
         if args["format"] == "csv":
-            return Response(results_csv(sweep), mimetype="text/csv", headers={
-                "Content-Disposition": f'attachment; filename="sweep-{sweep_id}-results.csv"'})
+            return _csv(sweep)
         return {"results": results(sweep)}
+
+
+@blp.route("/<int:sweep_id>/results.csv")
+class SweepResultsCsv(MethodView):
+    @documented_errors(blp, 404)
+    @blp.doc(summary="The results table as a CSV download",
+             description="One row per point and policy: a column per axis (named by its path), then policy, "
+                         "policy_version, params (JSON), run_id, experiment_id, status, error and each summary "
+                         "metric.",
+             responses={"200": {"description": "OK", "content": {"text/csv": CSV_BODY}}})
+    def get(self, sweep_id: int) -> Response:
+        return _csv(load_sweep(sweep_id))
+
+
+def _csv(sweep: Sweep) -> Response:
+    return Response(results_csv(sweep), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="sweep-{sweep.id}-results.csv"'})
 
 
 @blp.route("/<int:sweep_id>/cancel")

@@ -32,10 +32,11 @@ def _check_port(host: str, port: int) -> None:
 
 
 def command_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ..serving import default_web_workers, gunicorn_options, load_app, run_gunicorn
+    from ..serving import default_web_workers, gunicorn_options, load_app, prepare_metrics_dir, run_gunicorn
 
     _require_api()
-    _settings()
+    settings = _settings()
+    prepare_metrics_dir(settings.data_dir)     # before the workers fork
     if not args.no_upgrade:           # --no-upgrade: the database is not touched before serving
         upgrade_database(out)
     _check_port(args.host, args.port)
@@ -53,11 +54,12 @@ def command_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def command_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ..serving import celery_worker_argv
+    from ..serving import celery_worker_argv, prepare_metrics_dir
 
     settings = _settings()
     if settings.embedded_broker:
         settings.ensure_dirs()
+    prepare_metrics_dir(settings.data_dir)     # Celery's pool processes inherit it
     argv = celery_worker_argv(args.concurrency, args.loglevel, args.hostname, args.queues, args.quiet,
                               embedded=settings.embedded_broker)
     out.flush()
@@ -79,7 +81,8 @@ def _local_url(host: str, port: int) -> str:
 
 def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..client import Client
-    from ..serving import Supervisor, celery_worker_argv
+    from ..serving import Supervisor, celery_worker_argv, prepare_metrics_dir
+    from ..web import docs_ui_renders
 
     _require_api()
     settings = _settings()
@@ -95,6 +98,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.flush()
     submit_token = (os.environ.get("VMEMLAB_TOKEN") or _temporary_token()) if documents else None
 
+    prepare_metrics_dir(settings.data_dir)     # one folder for the API's and the worker's metrics
     env = dict(os.environ, VMEMLAB_DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # said once here instead of Celery's screenful (`vmemlab worker` alone still shows it)
@@ -127,7 +131,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(
             f"vmemlab up: API     {client.api_url('')}  (health {client.api_url('/health')}, pid {api.pid})\n"
             + (f"vmemlab up: docs    {client.api_url('/docs')}  (OpenAPI {client.api_url('/openapi.json')})\n"
-               if settings.docs_ui_url else "")
+               if docs_ui_renders(settings) else "")
             + f"vmemlab up: worker  Celery, broker {broker} (pid {worker.pid})\n"
             f"vmemlab up: submit  vmemlab submit SCENARIO.json --url {client.base_url} --token TOKEN --wait\n"
             + ("" if first_token else "vmemlab up: tokens  writes need a bearer token: vmemlab tokens list / create\n")

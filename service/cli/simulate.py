@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any, Iterable, Sequence, TextIO
 
 from ..answers import summaries_answer
@@ -18,6 +17,7 @@ from ..scenario import ScenarioValidationError, load_scenario_file
 from ..sdk import Policy, PolicyParameterError
 from .common import Column, UsageError, _count, _mb, _number, _parameter_problems, _ratio, format_table
 from .parallel import ProcessFailed, run_in_processes
+from .progress import ProgressLine
 
 
 def parse_param_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -77,42 +77,6 @@ def build_policies(choices: Sequence[dict]) -> list[tuple[type[Policy], dict, bo
     if problems:
         raise UsageError(*problems)
     return loaded
-
-
-class ProgressLine:
-    """``[esx]  42%`` on stderr: rewritten in place once per percent on a terminal; on a pipe or
-    a log file, one line per 10% so that the log stays readable."""
-
-    def __init__(self, label: str, stream: TextIO, enabled: bool = True, interactive: bool | None = None):
-        self.label, self.stream, self.enabled = label, stream, enabled
-        self.shown = -1
-        self.started = time.monotonic()
-        isatty = getattr(stream, "isatty", None)
-        # several processes writing to one terminal cannot each rewrite "its" line
-        self.interactive = bool(isatty and isatty()) if interactive is None else interactive
-
-    def __call__(self, fraction: float) -> None:
-        percent = int(min(max(fraction, 0.0), 1.0) * 100)
-        step = 1 if self.interactive else 10
-        if self.enabled and percent >= self.shown + step or (self.enabled and self.shown < 0):
-            self.shown = percent
-            if self.interactive:
-                self.stream.write(f"\r[{self.label}] {percent:3d}%")
-            elif percent < 100:
-                self.stream.write(f"[{self.label}] {percent:3d}%\n")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            lead = "\r" if self.interactive else ""
-            self.stream.write(f"{lead}[{self.label}] done in {time.monotonic() - self.started:.1f} s\n")
-            self.stream.flush()
-
-    def abandon(self) -> None:
-        """End the line, so that an error message does not start in the middle of it."""
-        if self.enabled and self.shown >= 0 and self.interactive:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def command_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

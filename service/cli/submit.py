@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence, TextIO
 
 from ..client import FINISHED as FINISHED_STATUSES
 from .common import UsageError
-from .simulate import ProgressLine, choose_policies, format_simulation, parse_param_overrides
+from .progress import ProgressLine, RunsProgress
+from .simulate import choose_policies, format_simulation, parse_param_overrides
 
 
 def _read_document(path: str) -> dict:
@@ -111,27 +112,29 @@ def submit_document(client: Any, document: dict, out: TextIO, err: TextIO, *, wa
     progress = RunsProgress(ids, names, err, enabled=not quiet)
     final: dict[int, dict] = {}
     started = time.monotonic()
-    while len(final) < len(ids):
-        for run_id in ids:
-            if run_id in final:
-                continue
-            run = client.run(run_id)
-            names.setdefault(run_id, _run_policy(run))
-            progress.update(run_id, run)
-            if run.get("status") in FINISHED_STATUSES:
-                final[run_id] = run
-        if len(final) == len(ids):
-            break
-        if should_stop is not None and should_stop():
-            progress.end()
-            err.write(f"stopped waiting for experiment {experiment_id}; report: {report}\n")
-            return 1
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            progress.end()
-            err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
-            return 1
-        time.sleep(poll_s)
-    progress.end()
+    try:
+        while len(final) < len(ids):
+            for run_id in ids:
+                if run_id in final:
+                    continue
+                run = client.run(run_id)
+                names.setdefault(run_id, _run_policy(run))
+                progress.update(run_id, run)
+                if run.get("status") in FINISHED_STATUSES:
+                    final[run_id] = run
+            if len(final) == len(ids):
+                break
+            if should_stop is not None and should_stop():
+                progress.end()
+                err.write(f"stopped waiting for experiment {experiment_id}; report: {report}\n")
+                return 1
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                progress.end()
+                err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
+                return 1
+            time.sleep(poll_s)
+    finally:   # an error or Ctrl-C must not leave the display half drawn, the cursor hidden
+        progress.end()
     if not quiet:
         err.write(f"{len(ids)} run{'s' if len(ids) != 1 else ''} finished {time.monotonic() - started:.1f} s "
                   "after the submission\n")
@@ -172,16 +175,20 @@ def submit_sweep(client: Any, body: dict, out: TextIO, err: TextIO, *, wait: boo
 
     progress = ProgressLine(f"sweep {sweep_id}", err, enabled=not quiet)
     started = time.monotonic()
-    while True:
-        progress(_fraction(sweep.get("progress")))
-        if sweep.get("status") in FINISHED_STATUSES:
-            break
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            progress.abandon()
-            err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
-            return 1
-        time.sleep(poll_s)
-        sweep = client.sweep(sweep_id)
+    try:
+        while True:
+            progress(_fraction(sweep.get("progress")))
+            if sweep.get("status") in FINISHED_STATUSES:
+                break
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                progress.abandon()
+                err.write(f"error: the runs did not finish within {timeout_s:g} s; they go on on the server: {report}\n")
+                return 1
+            time.sleep(poll_s)
+            sweep = client.sweep(sweep_id)
+    except BaseException:
+        progress.abandon()
+        raise
     progress.finish()
     status = sweep.get("status")
     if not quiet:
@@ -227,76 +234,3 @@ def _title(document: dict, experiment: dict) -> str | None:
     if seed is not None:
         parts.append(f"seed {seed}")
     return f"Scenario {name!r}: " + ", ".join(parts) + f" (experiment {experiment.get('id')})"
-
-
-class RunsProgress:
-    """The progress of several runs on stderr: one line rewritten in place on a terminal
-    (``[static done] [esx  42%] [kvm queued]``); on a pipe, a line per run at each 10% and when
-    it finishes."""
-
-    def __init__(self, ids: Sequence[int], names: dict[int, str], stream: TextIO, enabled: bool = True):
-        self.ids, self.names, self.stream, self.enabled = list(ids), names, stream, enabled
-        self.state: dict[int, tuple[str, int]] = {i: ("queued", 0) for i in ids}
-        self.shown: dict[int, tuple[str, int]] = {}
-        self.started: dict[int, float] = {}
-        isatty = getattr(stream, "isatty", None)
-        self.interactive = bool(isatty and isatty())
-        self.dirty = False
-
-    def update(self, run_id: int, run: dict) -> None:
-        status = str(run.get("status") or "?")
-        try:
-            percent = int(min(max(float(run.get("progress") or 0.0), 0.0), 1.0) * 100)
-        except (TypeError, ValueError):
-            percent = 0
-        if status == "running":
-            self.started.setdefault(run_id, time.monotonic())
-        self.state[run_id] = (status, percent)
-        if not self.enabled:
-            return
-        if self.interactive:
-            cells = [self._cell(i) for i in self.ids]
-            self.stream.write("\r" + " ".join(cells) + "\x1b[K")
-            self.stream.flush()
-            self.dirty = True
-            return
-        before = self.shown.get(run_id)
-        label = self.names.get(run_id, str(run_id))
-        if status in FINISHED_STATUSES:
-            if before is None or before[0] != status:
-                took = self._took(run_id, run)
-                self.stream.write(f"[{label}] {status}{took}\n")
-        elif status == "running":
-            if before is None or before[0] != "running" or percent >= before[1] + 10:
-                self.stream.write(f"[{label}] {percent:3d}%\n")
-            else:
-                return
-        elif before is None or before[0] != status:
-            self.stream.write(f"[{label}] {status}\n")
-        else:
-            return
-        self.shown[run_id] = (status, percent)
-        self.stream.flush()
-
-    def _cell(self, run_id: int) -> str:
-        status, percent = self.state[run_id]
-        label = self.names.get(run_id, str(run_id))
-        if status == "running":
-            return f"[{label} {percent:3d}%]"
-        if status == "succeeded":
-            return f"[{label} done]"
-        return f"[{label} {status}]"
-
-    def _took(self, run_id: int, run: dict) -> str:
-        wall = run.get("wall_s")
-        if isinstance(wall, (int, float)):
-            return f" in {wall:.1f} s"
-        if run_id in self.started:
-            return f" in {time.monotonic() - self.started[run_id]:.1f} s"
-        return ""
-
-    def end(self) -> None:
-        if self.enabled and self.interactive and self.dirty:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.dirty = False

@@ -247,6 +247,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
                              ("PATCH", {"name": "h1" if kind == "hosts" else "t1"})):
             request(method, item, url, 412, json=body, headers={"If-Match": '"stale"'})
             request(method, item, url, 409, json=body, headers={"If-Match": etag})
+        request("PATCH", item, url, 422, json={}, headers={"If-Match": etag})      # nothing to change
         etag = request("PATCH", item, url, 200, json={"description": "patched"}, headers={"If-Match": etag}
                        ).headers["ETag"]
         etag = request("PUT", item, url, 200, json={"name": "other", "spec": spec}, headers={"If-Match": etag}
@@ -277,6 +278,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     runs = "/api/v1/runs/{run_id}"
     request("POST", f"{runs}/cancel", "/api/v1/runs/1/cancel", 409)         # finished
     request("GET", f"{runs}/series", "/api/v1/runs/4/series", 409)          # queued
+    request("GET", f"{runs}/series.csv", "/api/v1/runs/4/series.csv", 409)
     request("POST", f"{runs}/cancel", "/api/v1/runs/4/cancel", 202)
 
     plugins = "/api/v1/plugins"

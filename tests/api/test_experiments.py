@@ -80,7 +80,11 @@ def test_create_then_results(api, tmp_path):
     report = api.get(f"/experiments/{exp['id']}/report")
     page = report.get_data(as_text=True)
     assert report.status_code == 200 and report.mimetype == "text/html"
-    assert page.count("<svg") == 3 * 3 and "dynamic-memory" in page and "http-equiv" not in page
+    refused = [(r["policy_name"], vm["name"]) for r in api.get(f"/api/v1/experiments/{exp['id']}").get_json()["runs"]
+               for vm in api.get(f"/api/v1/runs/{r['id']}").get_json()["summary"]["vms"] if vm["state"] == "refused"]
+    assert refused         # a host chart per run, a chart per VM that ran; a refused VM gets why, not an empty chart
+    assert page.count("<svg") == 3 * 3 - len(refused) and "dynamic-memory" in page and "http-equiv" not in page
+    assert all(f"<b>VM {vm} was refused</b>" in page for _, vm in refused)
     assert "<script" not in page and "stylesheet" not in page
     for svg in re.findall(r"<svg.*?</svg>", page, re.S):
         assert ElementTree.fromstring(svg).tag.endswith("svg")      # well-formed

@@ -512,7 +512,7 @@ def _drop_connection_on(url: str, admin_engine, matches: Callable[[str], bool], 
     def before(conn, cursor, statement, parameters, context, executemany):
         if len(dropped) < times and matches(statement):
             dropped.append(statement)
-            _terminate(admin_engine, cursor.connection.get_backend_pid())
+            _terminate(admin_engine, cursor.connection.info.backend_pid)   # psycopg 3
 
     event.listen(engine, "before_cursor_execute", before)
     try:
@@ -535,7 +535,7 @@ def _clean_error(response, code: int) -> None:
     body = response.get_json()
     assert body["code"] == code and body["message"]
     raw = response.get_data(as_text=True)
-    for leak in ("Traceback", "SELECT", "INSERT", "psycopg2", "sqlalchemy", "terminating connection"):
+    for leak in ("Traceback", "SELECT", "INSERT", "psycopg", "sqlalchemy", "terminating connection"):
         assert leak not in raw, raw
 
 

@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from ...catalog import validate_host_spec, validate_vm_template_spec
 from ...scenario import ROOT, DeviceSchema, HostSchema as HostSpecSchema, ScenarioValidationError, VMSchema
 from ..common import QuerySchema
+from .results import AsStored
 
 NAME = validate.Length(min=1, max=200)
 DESCRIPTION = validate.Length(max=10_000)
@@ -83,18 +84,17 @@ class SpecItemSchema(Schema):
     id = fields.Integer()
     name = fields.String()
     description = fields.String()
-    spec = fields.Dict()
     version = fields.Integer(metadata={"description": "goes up on every update; the ETag follows it"})
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
 
 class HostSchema(SpecItemSchema):
-    pass
+    spec = AsStored(HostSpecSchema, metadata={"description": "the host object as given"})
 
 
 class VMTemplateSchema(SpecItemSchema):
-    pass
+    spec = AsStored(VMTemplateSpecSchema, metadata={"description": "the VM object as given"})
 
 
 class SpecItemQuerySchema(QuerySchema):

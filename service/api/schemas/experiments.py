@@ -7,7 +7,10 @@ from flask import url_for
 from marshmallow import Schema, fields, validate
 
 from ...models import Experiment, RunStatus
+from ...scenario import PhaseSchema, PolicyEventSchema, ScenarioSchema, VMSchema, WorkloadSchema
+from ...scenario_fields import MAX_MB
 from ..common import QuerySchema, id_field
+from .results import AsStored
 
 UTC_TIME = {"metadata": {"description": "ISO 8601 time; without a zone it is read as UTC"}}
 
@@ -30,7 +33,28 @@ def aware_datetime() -> fields.AwareDateTime:
 
 class PolicyChoiceDocSchema(Schema):
     name = fields.String(required=True)
-    params = fields.Dict()
+    params = fields.Dict(keys=fields.String(), metadata={"description": "the policy's parameters (GET /plugins)"})
+
+
+# The experiment document's VM entries as documented: the scenario format's VM, with references
+# to stored templates and traces. For the OpenAPI document only (see ExperimentDocumentSchema).
+
+class PhaseEntrySchema(PhaseSchema):
+    trace_id = fields.Integer(metadata={"description": "an uploaded trace (kind trace), instead of trace"})
+
+
+class WorkloadEntrySchema(WorkloadSchema):
+    phases = fields.List(fields.Nested(PhaseEntrySchema), required=True)
+
+
+class VMEntrySchema(VMSchema):
+    """A VM of the scenario format, or ``template_id`` and what to change of that template (the
+    name then is still required; memory_mb and the rest default to the template's)."""
+
+    template_id = fields.Integer(metadata={"description": "a stored VM template the entry starts from"})
+    memory_mb = fields.Integer(validate=validate.Range(1, MAX_MB),
+                               metadata={"description": "required unless template_id is given"})
+    workload = fields.Nested(WorkloadEntrySchema)
 
 
 class ExperimentDocumentSchema(Schema):
@@ -46,11 +70,11 @@ class ExperimentDocumentSchema(Schema):
     host = fields.Dict(metadata={"description": "an inline host (scenario format), or give host_id",
                                  "allOf": [{"$ref": "#/components/schemas/HostSpec"}]})
     host_id = fields.Integer(metadata={"description": "a stored host"})
-    vms = fields.List(fields.Dict(), required=True, metadata={
+    vms = fields.List(fields.Nested(VMEntrySchema), required=True, metadata={
         "description": "inline VMs (scenario format); {\"template_id\": 5, \"name\": \"web1\", ...} starts from a "
                        "stored template; a trace phase may name an uploaded trace by \"trace_id\""})
     policies = fields.List(fields.Nested(PolicyChoiceDocSchema), metadata={"description": "default: static"})
-    policy_events = fields.List(fields.Dict(), metadata={
+    policy_events = fields.List(fields.Nested(PolicyEventSchema), metadata={
         "description": "parameter changes during the run: {\"at_s\": 300, \"policy\": \"esx\", \"params\": "
                        "{\"idle_tax_pct\": 90}}; each applies to the runs of its policy from that epoch on, "
                        "and is checked against the policy's parameters (422 naming policy_events[i])"})
@@ -110,7 +134,8 @@ class ExperimentSchema(Schema):
 
 
 class ExperimentDetailSchema(ExperimentSchema):
-    scenario = fields.Dict(metadata={"description": "the validated scenario, every default written out"})
+    scenario = AsStored(ScenarioSchema, metadata={"description": "the validated scenario, every default written out, "
+                                                                 "templates and stored traces resolved"})
 
 
 class ExperimentQuerySchema(QuerySchema):
@@ -118,14 +143,6 @@ class ExperimentQuerySchema(QuerySchema):
     host_id = id_field()
     created_after = aware_datetime()
     created_before = aware_datetime()
-
-
-class ComparisonSchema(Schema):
-    baseline = fields.Dict(allow_none=True)
-    metrics = fields.List(fields.String())
-    same_configuration = fields.Boolean()
-    runs = fields.List(fields.Dict(), metadata={"description": "per run: identity, metrics, deltas and ratios "
-                                                               "against the baseline, and per VM slowdowns"})
 
 
 class ExperimentComparisonQuerySchema(QuerySchema):

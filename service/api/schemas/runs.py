@@ -1,16 +1,21 @@
 """Runs: one simulation of an experiment under one policy, and their history."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
-from webargs.fields import DelimitedList
+from typing import Any
 
-from ...models import METRIC_COLUMNS, RunStatus
+from marshmallow import Schema, fields, validate
+
+from ...models import RunStatus
 from ..common import MAX_ID, QuerySchema, id_field
 from .experiments import aware_datetime
+from .results import AsStored, MetricsSchema, RunSummarySchema
 
 SORT_KEYS = ("slowdown", "fairness", "peak_used_mb", "host_swap_peak_mb", "overcommit_ratio", "mean_used_mb",
              "sharing_saved_mb_mean", "created_at", "finished_at", "id")
 SORTS = SORT_KEYS + tuple(f"-{key}" for key in SORT_KEYS)
+# names of the sort values in generated clients (openapi-python-client reads x-enum-varnames):
+# SLOWDOWN, SLOWDOWN_DESC rather than VALUE_10
+SORT_NAMES = tuple(key.upper() for key in SORT_KEYS) + tuple(f"{key.upper()}_DESC" for key in SORT_KEYS)
 
 
 class RunSchema(Schema):
@@ -35,11 +40,13 @@ class RunSchema(Schema):
     attempts = fields.Integer()
     cancel_requested = fields.Boolean()
     error = fields.String(allow_none=True)
-    metrics = fields.Dict(metadata={"description": f"summary metrics: {', '.join(METRIC_COLUMNS)}"})
+    metrics = fields.Nested(MetricsSchema, metadata={"description": "summary metrics, each null until the run "
+                                                                     "succeeded"})
 
 
 class RunDetailSchema(RunSchema):
-    summary = fields.Dict(allow_none=True)
+    summary = AsStored(RunSummarySchema, allow_none=True, metadata={
+        "description": "the engine's summary: per VM and for the host; null until the run finished"})
 
 
 class RunQuerySchema(QuerySchema):
@@ -55,11 +62,18 @@ class RunQuerySchema(QuerySchema):
     created_before = aware_datetime()
     sort = fields.String(load_default="-created_at", validate=validate.OneOf(SORTS),
                          metadata={"description": "a metric or time, '-' first for descending; runs without "
-                                                  "the metric come last"})
+                                                  "the metric come last", "x-enum-varnames": list(SORT_NAMES)})
+
+
+def json_only_format() -> fields.String:
+    # format=csv still answers CSV for the clients written before the .csv paths, but is not
+    # documented: a generated client would parse that CSV as JSON
+    return fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]), metadata={
+        "enum": ["json"], "description": "json; for CSV use the .csv path"})
 
 
 class SeriesQuerySchema(QuerySchema):
-    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+    format = json_only_format()
 
 
 class SeriesSchema(Schema):
@@ -70,9 +84,21 @@ class SeriesSchema(Schema):
     events = fields.List(fields.Dict())
 
 
+class RunIds(fields.List):
+    """Run ids as clients send a list, ``runs=1&runs=2&runs=7`` (OpenAPI's form style, exploded),
+    or comma separated, ``runs=1,2,7``, or both at once: every id given is kept, in order."""
+
+    is_multiple = True      # webargs: every value of a repeated query parameter, not the first
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[int]:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        parts = [part for item in values for part in (item.split(",") if isinstance(item, str) else [item])]
+        return super()._deserialize(parts, attr, data, **kwargs)
+
+
 class ComparisonsQuerySchema(QuerySchema):
-    runs = DelimitedList(fields.Integer(validate=validate.Range(min=1, max=MAX_ID)), required=True,
-                         validate=validate.Length(min=1, max=100),
-                         metadata={"description": "run ids, comma separated"})
+    runs = RunIds(fields.Integer(validate=validate.Range(min=1, max=MAX_ID)), required=True,
+                  validate=validate.Length(min=1, max=100),
+                  metadata={"description": "run ids: runs=1&runs=5&runs=9, or comma separated, runs=1,5,9"})
     baseline_run = id_field(metadata={"description": "one of the runs; default: the first static run"})
     baseline = fields.String(metadata={"description": "baseline policy when baseline_run is not given"})

@@ -10,6 +10,7 @@ from ...capacity_searches import search_answer, search_results, search_status
 from ...models import CapacitySearch, Sweep
 from ...sweeps import answer, progress, results
 from ..common import QuerySchema
+from .runs import json_only_format
 
 ONE_LINE = {"description": "the answer in words and figures"}
 
@@ -50,7 +51,7 @@ def sweep_view(sweep: Sweep, detail: bool = False) -> dict[str, Any]:
            "policies": sweep.policies, "points": len(sweep.points), "scenario_sha256": sweep.scenario_sha256,
            "idempotency_key": sweep.idempotency_key, **progress(sweep), "answer": answer(sweep, rows),
            "links": {"self": url_for("sweeps.SweepItem", **ids), "results": url_for("sweeps.SweepResults", **ids),
-                     "csv": url_for("sweeps.SweepResults", format="csv", **ids),
+                     "csv": url_for("sweeps.SweepResultsCsv", **ids),
                      "cancel": url_for("sweeps.SweepCancel", **ids), "report": url_for("report.sweep_report", **ids)}}
     if detail:
         out["results"] = rows
@@ -68,7 +69,7 @@ class SweepResultsSchema(Schema):
 
 
 class SweepResultsQuerySchema(QuerySchema):
-    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+    format = json_only_format()
 
 
 class CapacitySearchSchema(Schema):

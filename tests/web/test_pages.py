@@ -1,0 +1,129 @@
+"""The pages without a browser (Flask's test client): what the browser tests do not reach, such as
+a parameter's error placed next to its input, the CSRF check, closed reads, the history's
+filters, the docs' local files and the session's key."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import db
+from service.app import create_app
+from service.auth import create_token
+from service.settings import DEFAULT_DOCS_UI_URL, Settings
+from service.web import docs_ui_renders, stored_secret
+from service.web.forms import place_errors, read_params
+
+from .conftest import small_scenario
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    def make(**env: str) -> tuple[Any, str]:
+        settings = Settings.from_env({"VMEMLAB_DATA_DIR": str(tmp_path / "var"), **env})
+        db.upgrade(settings.database_url)
+        with db.session_scope(settings.database_url) as session:
+            token = create_token(session, "page-tests", "admin")
+        return create_app(settings).test_client(), token
+    yield make
+    db.dispose_engines()
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_a_parameter_error_is_shown_next_to_its_input(site):
+    client, token = site()
+    csrf = csrf_of(client.get("/create").get_data(as_text=True))
+    answer = client.post("/create", data={"csrf": csrf, "token": token, "scenario": json.dumps(small_scenario()),
+                                          "policy": ["esx", "static"], "param.esx.idle_tax_pct": "150"})
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 422
+    errors = re.search(r'<ul class="field-errors" id="param.esx.idle_tax_pct-error".*?</ul>', page, re.S)
+    assert errors and "policies[0].params.idle_tax_pct" in errors.group(0)
+    assert 'aria-describedby="param.esx.idle_tax_pct-error"' in page and 'value="150"' in page
+
+
+def test_forms_send_what_changed_and_sort_errors_to_fields():
+    schema = {"ratio": {"type": "float", "default": 0.5}, "n": {"type": "integer", "default": 3},
+              "on": {"type": "boolean", "default": True}, "how": {"type": "string", "default": "a"}}
+    assert read_params({"param.p.ratio": "0.5", "param.p.n": "3", "param.p.on": "on", "param.p.how": "a"}, "p",
+                       schema) == {}
+    assert read_params({"param.p.ratio": "x", "param.p.n": "4", "param.p.how": "b"}, "p", schema) == \
+        {"ratio": "x", "n": 4, "on": False, "how": "b"}
+    placed = place_errors({"vms[0].memory_mb": ["too small"], "policies[1].params.n": ["too big"],
+                           "policies[0].name": ["disabled"]}, ["q", "p"])
+    assert placed == {"scenario": [("vms[0].memory_mb", "too small")], "param.p.n": [("policies[1].params.n", "too big")],
+                      "policies": [("policies[0].name", "disabled")]}
+
+
+def test_forms_need_the_session_csrf_token_and_a_valid_token(site):
+    client, token = site()
+    client.get("/create")
+    refused = client.post("/create", data={"csrf": "forged", "token": token, "scenario": "{}"})
+    assert refused.status_code == 400 and "Sign in" in refused.get_data(as_text=True)
+    csrf = csrf_of(client.get("/sign-in").get_data(as_text=True))
+    wrong = client.post("/sign-in", data={"csrf": csrf, "token": "vml_nope"})
+    assert wrong.status_code == 401 and "unknown or revoked" in wrong.get_data(as_text=True)
+    assert client.post("/sign-in", data={"csrf": csrf, "token": token, "next": "//evil.example/"}).headers[
+        "Location"] == "/"
+    assert "Signed in: page-tests (admin)" in client.get("/").get_data(as_text=True)
+    cookie = client.get_cookie("session")
+    assert cookie.expires is None and cookie.http_only and cookie.same_site == "Lax"     # the browser session only
+
+
+def test_closed_reads_ask_for_a_token_first(site):
+    client, token = site(VMEMLAB_OPEN_READS="0")
+    assert client.get("/api/v1/runs").status_code == 401
+    first = client.get("/")
+    assert first.status_code == 401 and "Reading needs a token" in first.get_data(as_text=True)
+    assert client.get("/web/static/style.css").status_code == 200
+    csrf = csrf_of(first.get_data(as_text=True))
+    assert client.post("/sign-in", data={"csrf": csrf, "token": token, "next": "/plugins"}).status_code == 302
+    assert client.get("/plugins").status_code == 200
+
+
+def test_history_lists_filters_and_pages(site):
+    client, token = site()
+    headers = {"Authorization": f"Bearer {token}"}
+    for name in ("alpha", "beta", "alphabet"):
+        assert client.post("/api/v1/experiments", json=small_scenario(name, policies=[{"name": "static"}]),
+                           headers=headers).status_code == 201
+    sweep = client.post("/api/v1/sweeps", headers=headers, json={
+        "name": "by-host", "scenario": small_scenario(), "axes": [{"path": "host.memory_mb", "values": [512, 768]}]})
+    search = client.post("/api/v1/capacity-searches", headers=headers, json={
+        "vm": "b", "scenario": small_scenario(), "sla": {"max_slowdown": 1.5}, "max_count": 4})
+    assert sweep.status_code == 202 and search.status_code == 202, (sweep.get_json(), search.get_json())
+    page = client.get("/").get_data(as_text=True)
+    assert re.findall(r'<th scope="row"><a href="(/[\w/-]+)">', page) == [
+        "/capacity-searches/1/report", "/sweeps/1/report"] + [f"/experiments/{i}/report" for i in (3, 2, 1)]
+    assert "Sweep of host.memory_mb over 2 points" in page and "copies of b that fit" in page
+    assert [m for m in re.findall(r'<a href="/experiments/\d+/report">(\w+)</a>', page)] == ["alphabet", "beta", "alpha"]
+    assert "by-host" in client.get("/?status=queued").get_data(as_text=True)
+    assert "On this 512 MB host with 2 VMs: static queued." in page
+    alpha = client.get("/?name=ALPHA&status=queued&policy=static").get_data(as_text=True)
+    assert re.findall(r'<a href="/experiments/\d+/report">(\w+)</a>', alpha) == ["alphabet", "alpha"]
+    assert ">alpha<" not in client.get("/?status=succeeded").get_data(as_text=True)
+    assert "0 found" in client.get("/?until=2000-01-01").get_data(as_text=True)
+    assert client.get("/compare?runs=1&runs=2").headers["Location"] == "/compare?runs=1,2"
+    missing = client.get("/compare?runs=1,99,x").get_data(as_text=True)
+    assert "no run with id 99" in missing and "&#39;x&#39; is not a run id" in missing
+
+
+def test_docs_ui_is_served_from_installed_files(site):
+    client, _ = site()
+    page = client.get("/api/v1/docs").get_data(as_text=True)
+    assert f'src="{DEFAULT_DOCS_UI_URL}swagger-ui-bundle.js"' in page and "//cdn" not in page
+    bundle = client.get(f"{DEFAULT_DOCS_UI_URL}swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.data) > 100_000
+    assert docs_ui_renders(Settings.from_env({})) and not docs_ui_renders(Settings.from_env({"VMEMLAB_DOCS_UI_URL": "off"}))
+
+
+def test_the_session_key_is_made_once_and_kept(tmp_path: Path):
+    key = stored_secret(tmp_path)
+    assert len(key) > 40 and stored_secret(tmp_path) == key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
