@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .state import (
-    BALLOONED, FREE, H_COMPRESSED, H_FREE_Q, H_RAM, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES,
+    BALLOON_KIND, FREE_KIND, LIST_MARK, H_COMPRESSED, H_FREE_Q, H_RAM, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES,
     H_SMART, H_SMART_USED, H_SWAP_USED, H_SWAPPED, H_TOTAL_Q, I_BACKED_Q, I_BALLOON_HEAD,
     I_COMP_Q, I_COMPRESSED, I_FRAME_BASE, I_FREE_HEAD, I_LRU_HEAD, I_NBALLOON, I_NFRAMES,
     I_NFREE, I_NINUSE, I_NPAGES, I_PAGE_BASE, I_PAGED, I_PRESENT, I_REPL, I_RESIDENT,
@@ -21,6 +21,20 @@ def _walk(next_arr: np.ndarray, base: int, head: int, limit: int) -> list[int]:
         if len(out) > limit:
             raise AssertionError("a guest list has a cycle")
         f = int(next_arr[base + f])
+    return out
+
+
+def _walk_stack(frame_page: np.ndarray, base: int, head: int, limit: int, kind: int) -> list[int]:
+    """A free or balloon list (chained through frame_page: state.LIST_MARK); each frame's kind checked."""
+    out = []
+    f = head
+    while f >= 0:
+        out.append(f)
+        if len(out) > limit:
+            raise AssertionError("a guest list has a cycle")
+        mark = int(frame_page[base + f])
+        assert mark <= LIST_MARK and (LIST_MARK - mark) % 2 == kind, f"frame {f} on the wrong list ({mark})"
+        f = (LIST_MARK - mark) // 2 - 1
     return out
 
 
@@ -51,10 +65,10 @@ def check(st: State, overhead_q_per_running_vm: int = 0) -> None:
         assert row[I_PF_SLOTS] == paged + with_copy, f"{tag}: page-file slots {row[I_PF_SLOTS]} != paged {paged} + clean copies {with_copy}"
         assert row[I_PF_SLOTS] <= row[I_PF_CAP], f"{tag}: page file over its size"
         assert row[I_TOUCHED] == len(mapped) + paged, f"{tag}: committed {row[I_TOUCHED]} != resident {len(mapped)} + paged {paged}"
-        free = _walk(st.lru_next, fb, int(row[I_FREE_HEAD]), nf)
-        balloon = _walk(st.lru_next, fb, int(row[I_BALLOON_HEAD]), nf)
-        assert len(free) == row[I_NFREE] and (fp[free] == FREE).all(), f"{tag}: free list broken"
-        assert len(balloon) == row[I_NBALLOON] and (fp[balloon] == BALLOONED).all(), f"{tag}: balloon list broken"
+        free = _walk_stack(st.frame_page, fb, int(row[I_FREE_HEAD]), nf, FREE_KIND)
+        balloon = _walk_stack(st.frame_page, fb, int(row[I_BALLOON_HEAD]), nf, BALLOON_KIND)
+        assert len(free) == row[I_NFREE], f"{tag}: free list broken"
+        assert len(balloon) == row[I_NBALLOON], f"{tag}: balloon list broken"
         assert len(inuse) + len(free) + len(balloon) == present, f"{tag}: frames do not add up to present"
         assert (hs[balloon] == 0).all(), f"{tag}: a ballooned frame is still host-backed"
         if row[I_REPL] == R_LRU and len(inuse):

@@ -19,11 +19,11 @@ from numba import njit
 from .prefetch import prefetch
 
 from .state import (
-    AHEAD_MIN_PAGES, AHEAD_PAGE, AHEAD_REFS, AHEAD_RNG, AHEAD_WRITE, BALLOONED, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
+    AHEAD_MIN_PAGES, AHEAD_PAGE, AHEAD_REFS, AHEAD_RNG, AHEAD_WRITE, BALLOON_KIND, C_COMPRESSION, C_COW_BREAK, C_DECOMPRESSION, C_DOUBLE_PAGING,
     C_GUEST_FAULT, C_GUEST_PAGE_OUT, C_GUEST_PF_READ, C_HOST_SWAP_IN, C_HOST_SWAP_OUT, C_REFS,
     C_SHARED_BEFORE_SWAP, C_SMART_IN, C_SMART_OUT, C_ZERO_FILL, D_PAR, D_READ_NS, D_RHO, D_WINDOW_START, D_WORK, D_WRITE_NS, DEVICE_WINDOW_NS, F_ACCESSED,
     F_BLOCKED, F_CBIG, F_CLOCK, F_MEMORY_WAIT, F_SAMPLE, F_COMPUTE, F_COPY, F_GREF, F_IN_FIFO, F_OS_COMPRESSIBLE,
-    F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, H_COMPRESSED, H_FIFO_ON,
+    F_OS_SHARED, F_OS_ZERO, F_PHASE_START, F_STALL, F_WRITTEN, FREE, FREE_KIND, H_COMPRESSED, H_FIFO_ON,
     H_FREE_Q, H_MIN_FREE_Q, H_RAM, H_RNG, H_SHARE_ON, H_SHARED, H_SHARED_FRAMES, H_SMART, H_SMART_USED,
     H_SWAP_DEV, H_SWAP_USED, H_SWAPPED, H_UNBACKED, HF_COMPRESS_NS, HF_COW_NS,
     HF_DECOMPRESS_NS, HF_GUEST_FAULT_NS, HF_ZERO_FILL_NS, HOST_BITS, I_BACKED_Q,
@@ -37,7 +37,7 @@ from .state import (
     K_UNIFORM, K_ZIPF, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END,
     P_HOT_PAGES, P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN,
     P_TRACE_OFF, P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, PAGED,
-    PAGED_WRITTEN, R_CLOCK, R_LRU, TOUCH_BITS, UNTOUCHED, V_CLOCK, V_FIFO,
+    LIST_MARK, PAGED_WRITTEN, R_CLOCK, R_LRU, TOUCH_BITS, UNTOUCHED, V_CLOCK, V_FIFO, ZIPF_BUCKET_BITS, ZIPF_MAX_RANK,
 )
 
 BLOCKED = -1.0
@@ -61,6 +61,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _INV53 = 1.0 / 9007199254740992.0
+_ZIPF_SHIFT = np.uint64(53 - ZIPF_BUCKET_BITS)
 
 
 # --- randomness and hashing ---------------------------------------------------------------------
@@ -187,14 +188,14 @@ def compressed_quarters(st, v, page, frame, fl):
 
 @jit(inline="always")
 def lru_unlink(st, v, fb, f):
-    p = st.lru_prev[fb + f]
-    n = st.lru_next[fb + f]
+    p = st.links[2 * (fb + f)]
+    n = st.links[2 * (fb + f) + 1]
     if p >= 0:
-        st.lru_next[fb + p] = n
+        st.links[2 * (fb + p) + 1] = n
     else:
         st.vm_i[v, I_LRU_HEAD] = n
     if n >= 0:
-        st.lru_prev[fb + n] = p
+        st.links[2 * (fb + n)] = p
     else:
         st.vm_i[v, I_LRU_TAIL] = p
 
@@ -202,20 +203,34 @@ def lru_unlink(st, v, fb, f):
 @jit(inline="always")
 def lru_push_front(st, v, fb, f):
     h = st.vm_i[v, I_LRU_HEAD]
-    st.lru_prev[fb + f] = -1
-    st.lru_next[fb + f] = h
+    st.links[2 * (fb + f)] = -1
+    st.links[2 * (fb + f) + 1] = h
     if h >= 0:
-        st.lru_prev[fb + h] = f
+        st.links[2 * (fb + h)] = f
     else:
         st.vm_i[v, I_LRU_TAIL] = f
     st.vm_i[v, I_LRU_HEAD] = f
 
 
 @jit(inline="always")
-def stack_push(st, v, fb, f, head, count, marker):
-    """The guest's free list and the balloon's list are stacks chained through lru_next."""
-    st.frame_page[fb + f] = marker
-    st.lru_next[fb + f] = st.vm_i[v, head]
+def list_link(nxt, kind):
+    """What frame_page holds for a frame on a free (FREE_KIND) or balloon list above ``nxt``."""
+    return LIST_MARK - 2 * (nxt + 1) - kind
+
+
+@jit(inline="always")
+def list_next(mark):
+    return (LIST_MARK - mark) // 2 - 1
+
+
+@jit(inline="always")
+def is_ballooned(mark):
+    return mark <= LIST_MARK and (LIST_MARK - mark) % 2 == BALLOON_KIND
+
+
+@jit(inline="always")
+def stack_push(st, v, fb, f, head, count, kind):
+    st.frame_page[fb + f] = list_link(st.vm_i[v, head], kind)
     st.vm_i[v, head] = f
     st.vm_i[v, count] += 1
 
@@ -223,14 +238,14 @@ def stack_push(st, v, fb, f, head, count, marker):
 @jit(inline="always")
 def stack_pop(st, v, fb, head, count):
     f = st.vm_i[v, head]
-    st.vm_i[v, head] = st.lru_next[fb + f]
+    st.vm_i[v, head] = list_next(st.frame_page[fb + f])
     st.vm_i[v, count] -= 1
     return f
 
 
 @jit(inline="always")
 def free_push(st, v, fb, f):
-    stack_push(st, v, fb, f, I_FREE_HEAD, I_NFREE, FREE)
+    stack_push(st, v, fb, f, I_FREE_HEAD, I_NFREE, FREE_KIND)
 
 
 @jit(inline="always")
@@ -240,7 +255,7 @@ def free_pop(st, v, fb):
 
 @jit
 def balloon_push(st, v, fb, f):
-    stack_push(st, v, fb, f, I_BALLOON_HEAD, I_NBALLOON, BALLOONED)
+    stack_push(st, v, fb, f, I_BALLOON_HEAD, I_NBALLOON, BALLOON_KIND)
 
 
 @jit
@@ -250,13 +265,13 @@ def balloon_pop(st, v, fb):
 
 @jit
 def fifo_push(st, v, fb, f):
-    if st.host_i[H_FIFO_ON] == 0 or (st.flags[fb + f] & F_IN_FIFO) != 0:
+    if st.host_i[H_FIFO_ON] == 0 or (st.frame_bytes[2 * (fb + f) + 1] & F_IN_FIFO) != 0:
         return
     n = st.vm_i[v, I_NFRAMES]
     pos = (st.vm_i[v, I_FIFO_HEAD] + st.vm_i[v, I_FIFO_LEN]) % n
     st.fifo[fb + pos] = f
     st.vm_i[v, I_FIFO_LEN] += 1
-    st.flags[fb + f] |= F_IN_FIFO
+    st.frame_bytes[2 * (fb + f) + 1] |= F_IN_FIFO
 
 
 # --- host backing -------------------------------------------------------------------------------
@@ -271,24 +286,24 @@ def unshare(st, v, fb, f, page, fl):
     st.share_ref[slot] -= 1
     if st.share_ref[slot] == 0:
         st.host_i[H_SHARED_FRAMES] -= 1
-        st.host_state[fb + f] = H_RAM
+        st.frame_bytes[2 * (fb + f)] = H_RAM
         st.vm_i[v, I_BACKED_Q] += 4
         st.vm_i[v, I_RESIDENT] += 1
         fifo_push(st, v, fb, f)
     else:
-        st.host_state[fb + f] = H_UNBACKED
+        st.frame_bytes[2 * (fb + f)] = H_UNBACKED
 
 
 @jit
 def release_backing(st, v, fb, f):
     """Drop the host backing of a guest frame that holds no page (ballooned, reset)."""
-    hs = st.host_state[fb + f]
+    hs = st.frame_bytes[2 * (fb + f)]
     if hs == H_RAM:
         st.vm_i[v, I_BACKED_Q] -= 4
         st.host_i[H_FREE_Q] += 4
         st.vm_i[v, I_RESIDENT] -= 1
     elif hs == H_COMPRESSED:
-        q = 2 if (st.flags[fb + f] & F_CBIG) != 0 else 1
+        q = 2 if (st.frame_bytes[2 * (fb + f) + 1] & F_CBIG) != 0 else 1
         st.vm_i[v, I_BACKED_Q] -= q
         st.vm_i[v, I_COMP_Q] -= q
         st.host_i[H_FREE_Q] += q
@@ -299,19 +314,19 @@ def release_backing(st, v, fb, f):
     elif hs == H_SMART:
         st.vm_i[v, I_SMART] -= 1
         st.host_i[H_SMART_USED] -= 1
-    st.host_state[fb + f] = H_UNBACKED
-    st.flags[fb + f] &= ~F_CBIG
+    st.frame_bytes[2 * (fb + f)] = H_UNBACKED
+    st.frame_bytes[2 * (fb + f) + 1] &= ~F_CBIG
 
 
 @jit
 def backing_quarters(st, F):
     """Host quarters guest frame F holds: 4 in RAM or in a Smart Paging file, 1 or 2 compressed,
     0 otherwise (unbacked, shared, host-swapped)."""
-    hs = st.host_state[F]
+    hs = st.frame_bytes[2 * F]
     if hs == H_RAM or hs == H_SMART:
         return 4
     if hs == H_COMPRESSED:
-        return 2 if (st.flags[F] & F_CBIG) != 0 else 1
+        return 2 if (st.frame_bytes[2 * F + 1] & F_CBIG) != 0 else 1
     return 0
 
 
@@ -334,7 +349,7 @@ def share_frame(st, v, F, slot):
     """Map guest frame F (backed by private RAM) of VM v onto the host frame holding its content.
     The first holder of a content becomes that frame (ESX's hint: nothing saved yet); each later
     one frees its own host page. Returns True if a host page was freed."""
-    st.host_state[F] = H_SHARED
+    st.frame_bytes[2 * F] = H_SHARED
     st.vm_i[v, I_RESIDENT] -= 1
     st.vm_i[v, I_SHARED] += 1
     st.vm_i[v, I_BACKED_Q] -= 4
@@ -361,8 +376,8 @@ def pick_host_victim(st, u):
             f = st.fifo[fb + st.vm_i[u, I_FIFO_HEAD]]
             st.vm_i[u, I_FIFO_HEAD] = (st.vm_i[u, I_FIFO_HEAD] + 1) % n
             st.vm_i[u, I_FIFO_LEN] -= 1
-            st.flags[fb + f] &= ~F_IN_FIFO
-            if st.host_state[fb + f] == H_RAM:
+            st.frame_bytes[2 * (fb + f) + 1] &= ~F_IN_FIFO
+            if st.frame_bytes[2 * (fb + f)] == H_RAM:
                 return f
     elif strategy == V_CLOCK:
         hand = st.vm_i[u, I_HHAND]
@@ -371,9 +386,9 @@ def pick_host_victim(st, u):
             hand += 1
             if hand >= present:
                 hand = 0
-            if st.host_state[fb + f] == H_RAM:
-                if (st.flags[fb + f] & F_ACCESSED) != 0:
-                    st.flags[fb + f] &= ~F_ACCESSED
+            if st.frame_bytes[2 * (fb + f)] == H_RAM:
+                if (st.frame_bytes[2 * (fb + f) + 1] & F_ACCESSED) != 0:
+                    st.frame_bytes[2 * (fb + f) + 1] &= ~F_ACCESSED
                 else:
                     st.vm_i[u, I_HHAND] = hand
                     return f
@@ -381,12 +396,12 @@ def pick_host_victim(st, u):
     # random (ESX's choice: blind, and immune to pathological interplay with the guest's LRU)
     for _ in range(64):
         f = rand_below(st.rng, st.host_i[H_RNG], present)
-        if st.host_state[fb + f] == H_RAM:
+        if st.frame_bytes[2 * (fb + f)] == H_RAM:
             return f
     start = rand_below(st.rng, st.host_i[H_RNG], present)
     for i in range(present):
         f = (start + i) % present
-        if st.host_state[fb + f] == H_RAM:
+        if st.frame_bytes[2 * (fb + f)] == H_RAM:
             return f
     return -1
 
@@ -400,20 +415,20 @@ def evict_to_host_storage(st, u, f, t, to_smart):
     F = fb + f
     if not to_smart and st.vm_i[u, I_SHARE_FIRST] != 0:
         # W02 4.3: try to share a page before paging it out
-        slot = content_slot(st, u, st.frame_page[F], st.flags[F])
+        slot = content_slot(st, u, st.frame_page[F], st.frame_bytes[2 * F + 1])
         if slot >= 0:
             if share_frame(st, u, F, slot):
                 st.vm_c[u, C_SHARED_BEFORE_SWAP] += 1
             return 0.0
     if not to_smart and st.vm_i[u, I_COMPRESS] != 0:
         page = st.frame_page[F]
-        q = compressed_quarters(st, u, page, f, st.flags[F])
+        q = compressed_quarters(st, u, page, f, st.frame_bytes[2 * F + 1])
         if q > 0 and st.vm_i[u, I_COMP_Q] + q <= st.vm_i[u, I_COMP_CAP_Q]:
-            st.host_state[F] = H_COMPRESSED
+            st.frame_bytes[2 * F] = H_COMPRESSED
             if q == 2:
-                st.flags[F] |= F_CBIG
+                st.frame_bytes[2 * F + 1] |= F_CBIG
             else:
-                st.flags[F] &= ~F_CBIG
+                st.frame_bytes[2 * F + 1] &= ~F_CBIG
             st.vm_i[u, I_COMP_Q] += q
             st.vm_i[u, I_BACKED_Q] -= 4 - q
             st.host_i[H_FREE_Q] += 4 - q
@@ -425,12 +440,12 @@ def evict_to_host_storage(st, u, f, t, to_smart):
     st.host_i[H_FREE_Q] += 4
     st.vm_i[u, I_RESIDENT] -= 1
     if to_smart:
-        st.host_state[F] = H_SMART
+        st.frame_bytes[2 * F] = H_SMART
         st.vm_i[u, I_SMART] += 1
         st.host_i[H_SMART_USED] += 1
         st.vm_c[u, C_SMART_OUT] += 1
         return device_io(st, st.vm_i[u, I_SMART_DEV], t, True)
-    st.host_state[F] = H_SWAPPED
+    st.frame_bytes[2 * F] = H_SWAPPED
     st.vm_i[u, I_SWAPPED] += 1
     st.host_i[H_SWAP_USED] += 1
     st.vm_c[u, C_HOST_SWAP_OUT] += 1
@@ -541,7 +556,7 @@ def host_fault_in(st, v, fb, f, t):
     """Give guest frame f of VM v host RAM: zero-fill, swap-in, Smart Paging read or
     decompression, by where its content is."""
     F = fb + f
-    hs = st.host_state[F]
+    hs = st.frame_bytes[2 * F]
     # what v's holding grows by: a page less what the frame already held (compressed, Smart Paged)
     stall = obtain_host_page(st, v, t, 4 - backing_quarters(st, F))
     if stall < 0.0:
@@ -557,8 +572,8 @@ def host_fault_in(st, v, fb, f, t):
         st.vm_i[v, I_SMART] -= 1
         st.host_i[H_SMART_USED] -= 1
     elif hs == H_COMPRESSED:
-        q = 2 if (st.flags[F] & F_CBIG) != 0 else 1
-        st.flags[F] &= ~F_CBIG
+        q = 2 if (st.frame_bytes[2 * F + 1] & F_CBIG) != 0 else 1
+        st.frame_bytes[2 * F + 1] &= ~F_CBIG
         st.vm_i[v, I_BACKED_Q] -= q
         st.vm_i[v, I_COMP_Q] -= q
         st.host_i[H_FREE_Q] += q
@@ -568,7 +583,7 @@ def host_fault_in(st, v, fb, f, t):
     else:
         stall += st.host_f[HF_ZERO_FILL_NS]
         st.vm_c[v, C_ZERO_FILL] += 1
-    st.host_state[F] = H_RAM
+    st.frame_bytes[2 * F] = H_RAM
     st.vm_i[v, I_RESIDENT] += 1
     fifo_push(st, v, fb, f)
     return stall
@@ -584,7 +599,7 @@ def cow_break(st, v, fb, f, page, fl, t):
         st.vm_i[v, I_SHARED] -= 1
         st.vm_i[v, I_BACKED_Q] += 4
         st.vm_i[v, I_RESIDENT] += 1
-        st.host_state[fb + f] = H_RAM
+        st.frame_bytes[2 * (fb + f)] = H_RAM
         fifo_push(st, v, fb, f)
         return 0.0
     stall = obtain_host_page(st, v, t, 0)
@@ -593,7 +608,7 @@ def cow_break(st, v, fb, f, page, fl, t):
     st.share_ref[slot] -= 1
     st.vm_i[v, I_SHARED] -= 1
     st.vm_i[v, I_RESIDENT] += 1
-    st.host_state[fb + f] = H_RAM
+    st.frame_bytes[2 * (fb + f)] = H_RAM
     st.vm_c[v, C_COW_BREAK] += 1
     fifo_push(st, v, fb, f)
     return stall + st.host_f[HF_COW_NS]
@@ -615,8 +630,8 @@ def guest_victim(st, v, fb):
         if hand >= present:
             hand = 0
         if st.frame_page[fb + f] >= 0:
-            if repl == R_CLOCK and (st.flags[fb + f] & F_GREF) != 0:
-                st.flags[fb + f] &= ~F_GREF
+            if repl == R_CLOCK and (st.frame_bytes[2 * (fb + f) + 1] & F_GREF) != 0:
+                st.frame_bytes[2 * (fb + f) + 1] &= ~F_GREF
                 continue
             st.vm_i[v, I_GHAND] = hand
             return f
@@ -632,10 +647,10 @@ def guest_evict(st, v, fb, pb, t):
     f = guest_victim(st, v, fb)
     F = fb + f
     page = st.frame_page[F]
-    fl = st.flags[F]
+    fl = st.frame_bytes[2 * F + 1]
     stall = 0.0
     if (fl & F_COPY) == 0:
-        hs = st.host_state[F]
+        hs = st.frame_bytes[2 * F]
         if hs != H_RAM and hs != H_SHARED:
             if hs == H_SWAPPED or hs == H_SMART:
                 st.vm_c[v, C_DOUBLE_PAGING] += 1
@@ -651,11 +666,11 @@ def guest_evict(st, v, fb, pb, t):
         st.vm_c[v, C_GUEST_PAGE_OUT] += 1
     if st.vm_i[v, I_REPL] == R_LRU:
         lru_unlink(st, v, fb, f)
-    if st.host_state[F] == H_SHARED:
+    if st.frame_bytes[2 * F] == H_SHARED:
         unshare(st, v, fb, f, page, fl)
     st.page_table[pb + page] = PAGED_WRITTEN if (fl & F_WRITTEN) != 0 else PAGED
     st.frame_page[F] = FREE
-    st.flags[F] &= HOST_BITS   # re-read: the host bits may have changed while faulting it in
+    st.frame_bytes[2 * F + 1] &= HOST_BITS   # re-read: the host bits may have changed while faulting it in
     st.vm_i[v, I_NINUSE] -= 1
     st.vm_i[v, I_PAGED] += 1
     return f, stall
@@ -674,7 +689,7 @@ def guest_page_fault(st, v, fb, pb, page, t):
             return s
         stall = s
     F = fb + f
-    if st.host_state[F] != H_RAM:
+    if st.frame_bytes[2 * F] != H_RAM:
         s = host_fault_in(st, v, fb, f, t + stall)
         if s < 0.0:
             free_push(st, v, fb, f)
@@ -694,7 +709,7 @@ def guest_page_fault(st, v, fb, pb, page, t):
         new_flags = F_COPY | (F_WRITTEN if old == PAGED_WRITTEN else 0)
     st.page_table[G] = f
     st.frame_page[F] = page
-    st.flags[F] = (st.flags[F] & HOST_BITS) | new_flags
+    st.frame_bytes[2 * F + 1] = (st.frame_bytes[2 * F + 1] & HOST_BITS) | new_flags
     st.vm_i[v, I_NINUSE] += 1
     if st.vm_i[v, I_REPL] == R_LRU:
         lru_push_front(st, v, fb, f)
@@ -716,16 +731,16 @@ def access(st, v, fb, pb, repl, page, write, t):
         # only a later hit gives it a second chance
         touch = F_ACCESSED | F_SAMPLE
     F = fb + f
-    hs = st.host_state[F]
+    hs = st.frame_bytes[2 * F]
     if hs != H_RAM and hs != H_SHARED:
         s = host_fault_in(st, v, fb, f, t + stall)
         if s < 0.0:
             return s
         stall += s
-    st.flags[F] |= touch
-    fl = st.flags[F]
+    st.frame_bytes[2 * F + 1] |= touch
+    fl = st.frame_bytes[2 * F + 1]
     if write and (fl & (F_WRITTEN | F_COPY)) != F_WRITTEN:
-        if st.host_state[F] == H_SHARED:
+        if st.frame_bytes[2 * F] == H_SHARED:
             s = cow_break(st, v, fb, f, page, fl, t + stall)
             if s < 0.0:
                 return s
@@ -733,7 +748,7 @@ def access(st, v, fb, pb, repl, page, write, t):
         if (fl & F_COPY) != 0:
             st.vm_i[v, I_PF_SLOTS] -= 1   # the page file copy is stale now; its slot is freed
         # cow_break may have queued the frame in the host FIFO: update, do not overwrite
-        st.flags[F] = (st.flags[F] | F_WRITTEN) & ~F_COPY
+        st.frame_bytes[2 * F + 1] = (st.frame_bytes[2 * F + 1] | F_WRITTEN) & ~F_COPY
     if repl == R_LRU and st.vm_i[v, I_LRU_HEAD] != f:
         lru_unlink(st, v, fb, f)
         lru_push_front(st, v, fb, f)
@@ -751,14 +766,14 @@ def free_pages(st, v, start, n):
         pt = st.page_table[pb + page]
         if pt >= 0:
             F = fb + pt
-            fl = st.flags[F]
-            if st.host_state[F] == H_SHARED:
+            fl = st.frame_bytes[2 * F + 1]
+            if st.frame_bytes[2 * F] == H_SHARED:
                 unshare(st, v, fb, pt, page, fl)
             if (fl & F_COPY) != 0:
                 st.vm_i[v, I_PF_SLOTS] -= 1
             if st.vm_i[v, I_REPL] == R_LRU:
                 lru_unlink(st, v, fb, pt)
-            st.flags[F] &= HOST_BITS
+            st.frame_bytes[2 * F + 1] &= HOST_BITS
             free_push(st, v, fb, pt)
             st.vm_i[v, I_NINUSE] -= 1
             st.vm_i[v, I_TOUCHED] -= 1
@@ -804,24 +819,52 @@ def zipf_constants(n, s):
 
 
 @jit
-def zipf_rank(rng, i, n, s, hx1, hn, ss):
-    """A Zipf(s) rank in 1..n in O(1) expected time, without a table."""
+def zipf_rank(rng, i, n, s, hx1, hn, ss, table, toff):
+    """A Zipf(s) rank in 1..n in O(1) expected time. ``table`` from ``toff`` (zipf_table, one
+    entry per bucket of draws) answers the draws whose bucket gives one rank without a logarithm
+    or an exponential; the others are computed. Either way it is the rank the computation gives."""
     while True:
-        u = hn + rand_float(rng, i) * (hx1 - hn)
-        x = _zipf_h_integral_inverse(u, s)
-        k = np.int64(x + 0.5)
-        if k < 1:
-            k = 1
-        elif k > n:
-            k = n
-        if k - x <= ss or u >= _zipf_h_integral(k + 0.5, s) - math.exp(-s * math.log(k)):
-            return k
+        bits = rand_u64(rng, i) >> _U11
+        k = np.int64(table[toff + np.int64(bits >> _ZIPF_SHIFT)])
+        if k == 0:
+            u = hn + np.float64(bits) * _INV53 * (hx1 - hn)
+            x = _zipf_h_integral_inverse(u, s)
+            k = np.int64(x + 0.5)
+            if k < 1:
+                k = 1
+            elif k > n:
+                k = n
+            if not (k - x <= ss or u >= _zipf_h_integral(k + 0.5, s) - math.exp(-s * math.log(k))):
+                continue
+        return k
+
+
+@jit
+def zipf_table(n, s, hx1, hn, ss, out):
+    """Fill ``out`` (2**ZIPF_BUCKET_BITS entries) for zipf_rank: the draws of bucket b (the top bits of
+    the 53 that make the uniform) give u in a closed interval, since u is monotone in the draw;
+    where the ranks computed at both ends agree and both are accepted on the first test, with a
+    margin of a billionth of the rank to either edge (the computed inverse is within a few ulps
+    of the true one, which is monotone), every draw between gives that rank. 0 elsewhere."""
+    for b in range(out.shape[0]):
+        first = np.uint64(b) << _ZIPF_SHIFT
+        last = first + ((np.uint64(1) << _ZIPF_SHIFT) - np.uint64(1))
+        x0 = _zipf_h_integral_inverse(hn + np.float64(first) * _INV53 * (hx1 - hn), s)
+        x1 = _zipf_h_integral_inverse(hn + np.float64(last) * _INV53 * (hx1 - hn), s)
+        lo = min(x0, x1)
+        hi = max(x0, x1)
+        k = np.int64(lo + 0.5)
+        margin = 1e-9 * k
+        out[b] = 0
+        if (1 <= k <= n and k <= ZIPF_MAX_RANK and np.int64(hi + 0.5) == k and lo >= k - ss + margin
+                and lo >= k - 0.5 + margin and hi <= k + 0.5 - margin):
+            out[b] = k
 
 
 # --- drawing references ---------------------------------------------------------------------------
 
 @jit(inline="always")
-def draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob):
+def draw_page(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob):
     """The page of VM v's next reference in its phase (``gidx``: the position in a trace or scan)."""
     if kind == K_TRACE:
         return start + traces[toff + gidx]
@@ -830,16 +873,17 @@ def draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zs
     if kind == K_UNIFORM:
         return start + rand_below(rng, v, npages)
     if kind == K_ZIPF:
-        return start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss) - 1
+        return start + zipf_rank(rng, v, npages, zs, zhx1, zhn, zss, zipf_ranks, toff) - 1
     if rand_float(rng, v) < hot_prob:   # K_HOTCOLD
         return start + rand_below(rng, v, hot)
     return start + hot + rand_below(rng, v, npages - hot)
 
 
 @jit(inline="always")
-def draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap, zs, zhx1, zhn, zss, hot, hot_prob, wr):
+def draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, wrap, zs, zhx1, zhn, zss, hot,
+                   hot_prob, wr):
     """VM v's next reference: (page, write, the position after it in a trace or scan)."""
-    page = draw_page(rng, v, traces, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
+    page = draw_page(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, zs, zhx1, zhn, zss, hot, hot_prob)
     gidx += 1
     if gidx == wrap:
         gidx = 0
@@ -853,27 +897,25 @@ def draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap, zs, zh
 
 
 @jit(inline="always")
-def prefetch_ahead(page_table, host_state, flags, lru_prev, lru_next, ahead, fb, pb, head, repl):
+def prefetch_ahead(page_table, frame_bytes, links, ahead, fb, pb, head, repl):
     """Fetch what the references drawn ahead will need, each stage once the previous one's data
     has arrived: half the window ahead, the frame of the page (its page table entry was fetched
     when it was drawn); a quarter ahead, for LRU guests, the frame's neighbours in the list, which
     a hit relinks. The list may change before then: a prefetch is a hint, never a read."""
     f = page_table[pb + np.int64(ahead[(head + AHEAD_REFS // 2) & AHEAD_MASK, AHEAD_PAGE])]
     if f >= 0:
-        prefetch(host_state, fb + f)
-        prefetch(flags, fb + f)
+        prefetch(frame_bytes, 2 * (fb + f))
         if repl == R_LRU:
-            prefetch(lru_prev, fb + f)
-            prefetch(lru_next, fb + f)
+            prefetch(links, 2 * (fb + f))
     if repl == R_LRU:
         f = page_table[pb + np.int64(ahead[(head + AHEAD_REFS // 4) & AHEAD_MASK, AHEAD_PAGE])]
         if f >= 0:
-            before = lru_prev[fb + f]
-            after = lru_next[fb + f]
+            before = links[2 * (fb + f)]
+            after = links[2 * (fb + f) + 1]
             if before >= 0:
-                prefetch(lru_next, fb + before)
+                prefetch(links, 2 * (fb + before))
             if after >= 0:
-                prefetch(lru_prev, fb + after)
+                prefetch(links, 2 * (fb + after))
 
 
 # --- phases and the run loop --------------------------------------------------------------------
@@ -909,12 +951,11 @@ def run_vm(st, v, t_end):
     repl = st.vm_i[v, I_REPL]
     rng = st.rng
     page_table = st.page_table
-    host_state = st.host_state
-    flags = st.flags
-    lru_prev = st.lru_prev
-    lru_next = st.lru_next
+    frame_bytes = st.frame_bytes
+    links = st.links
     vm_i = st.vm_i
     traces = st.traces
+    zipf_ranks = st.zipf_ranks
     ahead = st.ahead
     clock = st.vm_f[v, F_CLOCK]
     while clock < t_end:
@@ -973,19 +1014,19 @@ def run_vm(st, v, t_end):
                 while drawn < AHEAD_REFS:
                     slot = (head + drawn) & AHEAD_MASK
                     ahead[slot, AHEAD_RNG] = rng[v]
-                    page, drawn_write, gidx = draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap,
+                    page, drawn_write, gidx = draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, wrap,
                                                              zs, zhx1, zhn, zss, hot, hot_prob, wr)
                     ahead[slot, AHEAD_PAGE] = np.uint64(page)
                     ahead[slot, AHEAD_WRITE] = np.uint64(1 if drawn_write else 0)
                     prefetch(page_table, pb + page)
                     drawn += 1
-                prefetch_ahead(page_table, host_state, flags, lru_prev, lru_next, ahead, fb, pb, head, repl)
+                prefetch_ahead(page_table, frame_bytes, links, ahead, fb, pb, head, repl)
                 page = np.int64(ahead[head, AHEAD_PAGE])
                 write = ahead[head, AHEAD_WRITE] != 0
                 head = (head + 1) & AHEAD_MASK
                 drawn -= 1
             else:
-                page, write, gidx = draw_reference(rng, v, traces, kind, start, npages, toff, gidx, wrap,
+                page, write, gidx = draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, wrap,
                                                    zs, zhx1, zhn, zss, hot, hot_prob, wr)
             # the common case inline, on local arrays: numba would otherwise pay reference
             # counting on every array taken out of the state tuple in the loop
@@ -994,24 +1035,24 @@ def run_vm(st, v, t_end):
             fast = False
             if f >= 0:
                 F = fb + f
-                hs = host_state[F]
-                fl = flags[F]
+                hs = frame_bytes[2 * F]
+                fl = frame_bytes[2 * F + 1]
                 if (hs == H_RAM or hs == H_SHARED) and (not write or (fl & (F_WRITTEN | F_COPY)) == F_WRITTEN):
                     fast = True
-                    flags[F] = fl | TOUCH_BITS
+                    frame_bytes[2 * F + 1] = fl | TOUCH_BITS
                     if repl == R_LRU:
                         lru_head = vm_i[v, I_LRU_HEAD]
                         if lru_head != f:
-                            prv = lru_prev[F]
-                            nxt = lru_next[F]
-                            lru_next[fb + prv] = nxt   # f is not the head, so it has a prev
+                            prv = links[2 * F]
+                            nxt = links[2 * F + 1]
+                            links[2 * (fb + prv) + 1] = nxt   # f is not the head, so it has a prev
                             if nxt >= 0:
-                                lru_prev[fb + nxt] = prv
+                                links[2 * (fb + nxt)] = prv
                             else:
                                 vm_i[v, I_LRU_TAIL] = prv
-                            lru_prev[F] = -1
-                            lru_next[F] = lru_head
-                            lru_prev[fb + lru_head] = f
+                            links[2 * F] = -1
+                            links[2 * F + 1] = lru_head
+                            links[2 * (fb + lru_head)] = f
                             vm_i[v, I_LRU_HEAD] = f
             if not fast:
                 s = access(st, v, fb, pb, repl, page, write, clock)

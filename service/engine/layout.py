@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from .config import PAGES_PER_MB, Phase, Scenario
-from .kernel import zipf_constants
+from .kernel import zipf_constants, zipf_table
 from .state import (
     ABSENT, AHEAD_REFS, D_PAR, D_READ_NS, D_WRITE_NS, F_OS_COMPRESSIBLE, F_OS_SHARED, F_OS_ZERO,
     H_FREE_Q, H_RNG, H_SWAP_DEV, H_TOTAL_Q, HF_COMPRESS_NS, HF_COW_NS, HF_DECOMPRESS_NS,
@@ -18,7 +18,7 @@ from .state import (
     N_PI, NO_LIMIT, P_COMPRESSIBLE, P_COMPUTE_NS, P_DURATION_NS, P_FREE_ON_END, P_HOT_PAGES,
     P_HOT_PROB, P_KIND, P_NPAGES, P_REFS, P_SHARED, P_START, P_TRACE_LEN, P_TRACE_OFF,
     P_WRITE, P_ZERO, P_ZIPF_HN, P_ZIPF_HX1, P_ZIPF_S, P_ZIPF_SS, Q_PER_PAGE,
-    R_LRU, REPLACEMENT_CODES, State, UNTOUCHED, K_SCAN, )
+    R_LRU, REPLACEMENT_CODES, State, UNTOUCHED, K_SCAN, ZIPF_BUCKET_BITS, )
 
 BOOT_COMPUTE_NS = 500.0     # CPU time per OS page touched while booting
 
@@ -54,6 +54,17 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
     trace_cache: dict[str, np.ndarray] = {}
     frame_base = 0
     page_base = 0
+    zipf_tables: dict[tuple[int, float], int] = {}
+    zipf_chunks: list[np.ndarray] = []
+
+    def zipf_ranks_at(npages: int, s: float, hx1: float, hn: float, ss: float) -> int:
+        key = (npages, s)
+        if key not in zipf_tables:
+            table = np.zeros(1 << ZIPF_BUCKET_BITS, dtype=np.uint16)
+            zipf_table(npages, s, hx1, hn, ss, table)
+            zipf_tables[key] = len(zipf_chunks) << ZIPF_BUCKET_BITS
+            zipf_chunks.append(table)
+        return zipf_tables[key]
 
     def add_phase(kind: int, start: int, npages: int, refs: int, duration_ns: float, write: float,
                   compute_ns: float, free_on_end: bool, mix, trace_span=(0, 0), phase: Phase | None = None):
@@ -75,6 +86,7 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
             pf[P_ZIPF_S] = phase.zipf_s
             if phase.kind == "zipf":
                 pf[P_ZIPF_HX1], pf[P_ZIPF_HN], pf[P_ZIPF_SS] = zipf_constants(npages, phase.zipf_s)
+                pi[P_TRACE_OFF] = zipf_ranks_at(npages, phase.zipf_s, pf[P_ZIPF_HX1], pf[P_ZIPF_HN], pf[P_ZIPF_SS])
             hot = max(1, min(npages - 1, int(round(phase.hot_fraction * npages)))) if npages > 1 else 1
             pi[P_HOT_PAGES] = hot
             pf[P_HOT_PROB] = phase.hot_probability if npages > 1 else 1.0
@@ -164,21 +176,28 @@ def build(scenario: Scenario, load_trace: Callable[[str], np.ndarray]) -> State:
     seeds = np.random.SeedSequence(scenario.seed).generate_state(n_vms + 1, dtype=np.uint64)
     rng = np.where(seeds == 0, np.uint64(0x9E3779B97F4A7C15), seeds).astype(np.uint64)
 
-    # only LRU guests link their frames both ways (the free and balloon lists use lru_next alone)
-    lru_frames = frame_base if bool((vm_i[:, I_REPL] == R_LRU).any()) else 1
+    # only LRU guests link their frames (the free and balloon lists chain through frame_page). At
+    # least two rows: a column of one row would count as contiguous, a second type to compile for.
+    lru_rows = frame_base if bool((vm_i[:, I_REPL] == R_LRU).any()) else 0
+    links = np.full((max(lru_rows, 2), 2), -1, dtype=np.int32)
+    # a frame's host state and flags side by side: a hit reads both, from one cache line
+    frame_bytes = np.zeros((frame_base, 2), dtype=np.uint8)
     state = State(
         page_table=np.full(page_base, UNTOUCHED, dtype=np.int32),
         frame_page=np.full(frame_base, ABSENT, dtype=np.int32),
-        lru_prev=np.full(lru_frames, -1, dtype=np.int32),
-        lru_next=np.full(frame_base, -1, dtype=np.int32),
-        host_state=np.zeros(frame_base, dtype=np.uint8),
-        flags=np.zeros(frame_base, dtype=np.uint8),
+        lru_prev=links[:, 0],
+        lru_next=links[:, 1],
+        host_state=frame_bytes[:, 0],
+        flags=frame_bytes[:, 1],
         fifo=np.zeros(1, dtype=np.int32),
         share_ref=np.zeros(1, dtype=np.int32),
+        frame_bytes=frame_bytes.reshape(-1),
+        links=links.reshape(-1),
         vm_i=vm_i, vm_f=vm_f, vm_c=vm_c, host_i=host_i, host_f=host_f, dev_f=dev_f, rng=rng,
         ph_i=np.array(ph_i_rows, dtype=np.int64).reshape(-1, N_PI),
         ph_f=np.array(ph_f_rows, dtype=np.float64).reshape(-1, N_PF),
         traces=(np.concatenate(trace_chunks).astype(np.int32) if trace_chunks else np.zeros(1, dtype=np.int32)),
+        zipf_ranks=(np.concatenate(zipf_chunks) if zipf_chunks else np.zeros(1, dtype=np.uint16)),
         ahead=np.zeros((AHEAD_REFS, 3), dtype=np.uint64),
     )
     return state

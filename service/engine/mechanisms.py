@@ -7,10 +7,10 @@ from .kernel import (
     jit,
     backing_quarters, content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in, may_take,
     pick_host_victim, rand_below, release_backing, share_frame, unshare, balloon_pop, balloon_push,
-    free_pop, free_push,
+    free_pop, free_push, is_ballooned, list_next,
 )
 from .state import (
-    ABSENT, BALLOONED, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SMART, H_UNBACKED,
+    ABSENT, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SMART, H_UNBACKED,
     H_RNG, I_BACKED_Q, I_BALLOON_HEAD, I_BOOT_PHASE, I_DONE, I_FIFO_HEAD, I_FIFO_LEN,
     I_FRAME_BASE, I_FREE_HEAD, I_GHAND, I_HHAND, I_LIMIT_Q, I_LRU_HEAD, I_LRU_TAIL, I_MIN_Q, I_NBALLOON,
     I_NFRAMES, I_NFREE, I_NINUSE, I_NPAGES, I_OOM, I_PAGE_BASE, I_PAGED, I_PF_SLOTS, I_PHASE,
@@ -84,9 +84,9 @@ def share_scan(st, v, pages, sequential):
             f = rand_below(st.rng, st.host_i[H_RNG], present)
         F = fb + f
         page = st.frame_page[F]
-        if page < 0 or st.host_state[F] != H_RAM:
+        if page < 0 or st.frame_bytes[2 * F] != H_RAM:
             continue
-        slot = content_slot(st, v, page, st.flags[F])
+        slot = content_slot(st, v, page, st.frame_bytes[2 * F + 1])
         if slot < 0:
             continue
         share_frame(st, v, F, slot)
@@ -133,12 +133,12 @@ def report_free_pages(st, v):
     f = st.vm_i[v, I_FREE_HEAD]
     released = 0
     while f >= 0:
-        if st.host_state[fb + f] != H_UNBACKED:
+        if st.frame_bytes[2 * (fb + f)] != H_UNBACKED:
             if not may_take(st, v, backing_quarters(st, fb + f)):
                 break
             release_backing(st, v, fb, f)
             released += 1
-        f = st.lru_next[fb + f]
+        f = list_next(st.frame_page[fb + f])
     return released
 
 
@@ -150,7 +150,7 @@ def evict_frames(st, v, frames, t):
     done = 0
     for i in range(frames.shape[0]):
         f = frames[i]
-        if 0 <= f < st.vm_i[v, I_PRESENT] and st.host_state[fb + f] == H_RAM:
+        if 0 <= f < st.vm_i[v, I_PRESENT] and st.frame_bytes[2 * (fb + f)] == H_RAM:
             if not may_take(st, v, 4):
                 break
             evict_to_host_storage(st, v, f, t, False)
@@ -167,7 +167,7 @@ def populate(st, v, t):
     fb = st.vm_i[v, I_FRAME_BASE]
     missing = 0
     for f in range(st.vm_i[v, I_PRESENT]):
-        if st.host_state[fb + f] == H_UNBACKED and st.frame_page[fb + f] != BALLOONED:
+        if st.frame_bytes[2 * (fb + f)] == H_UNBACKED and not is_ballooned(st.frame_page[fb + f]):
             if host_fault_in(st, v, fb, f, t) < 0.0:
                 missing += 1
     return missing
@@ -180,7 +180,7 @@ def release_smart_paging(st, v, t):
     present = st.vm_i[v, I_PRESENT]
     f = 0
     while st.vm_i[v, I_SMART] > st.vm_i[v, I_SMART_QUOTA] and f < present:
-        if st.host_state[fb + f] == H_SMART:
+        if st.frame_bytes[2 * (fb + f)] == H_SMART:
             if st.host_i[H_FREE_Q] < 4:
                 break
             if host_fault_in(st, v, fb, f, t) < 0.0:
@@ -198,14 +198,14 @@ def power_off(st, v):
     for f in range(n):
         F = fb + f
         page = st.frame_page[F]
-        if page >= 0 and st.host_state[F] == H_SHARED:
-            unshare(st, v, fb, f, page, st.flags[F])
+        if page >= 0 and st.frame_bytes[2 * F] == H_SHARED:
+            unshare(st, v, fb, f, page, st.frame_bytes[2 * F + 1])
         release_backing(st, v, fb, f)
         st.frame_page[F] = ABSENT
-        st.flags[F] = 0
-        if st.vm_i[v, I_REPL] == R_LRU:     # lru_prev exists only when some guest uses LRU
-            st.lru_prev[F] = -1
-        st.lru_next[F] = -1
+        st.frame_bytes[2 * F + 1] = 0
+        if st.vm_i[v, I_REPL] == R_LRU:     # the links exist only when some guest uses LRU
+            st.links[2 * F] = -1
+            st.links[2 * F + 1] = -1
     for p in range(st.vm_i[v, I_NPAGES]):
         st.page_table[pb + p] = UNTOUCHED
     for col in (I_PRESENT, I_NFREE, I_NBALLOON, I_NINUSE, I_PAGED, I_PF_SLOTS, I_TOUCHED,
@@ -231,7 +231,7 @@ def sample_begin(st, v, frames):
     """ESX's active-memory sampling: forget whether these frames were touched."""
     fb = st.vm_i[v, I_FRAME_BASE]
     for i in range(frames.shape[0]):
-        st.flags[fb + frames[i]] &= ~F_SAMPLE
+        st.frame_bytes[2 * (fb + frames[i]) + 1] &= ~F_SAMPLE
 
 
 @jit
@@ -244,10 +244,10 @@ def sample_count(st, v, frames):
     counted = 0
     for i in range(frames.shape[0]):
         F = fb + frames[i]
-        if st.frame_page[F] == BALLOONED:
+        if is_ballooned(st.frame_page[F]):
             continue
         counted += 1
-        if st.frame_page[F] >= 0 and (st.flags[F] & F_SAMPLE) != 0:
+        if st.frame_page[F] >= 0 and (st.frame_bytes[2 * F + 1] & F_SAMPLE) != 0:
             touched += 1
     return touched, counted
 
@@ -259,6 +259,6 @@ def build_fifo(st, v):
     st.vm_i[v, I_FIFO_HEAD] = 0
     st.vm_i[v, I_FIFO_LEN] = 0
     for f in range(st.vm_i[v, I_PRESENT]):
-        st.flags[fb + f] &= ~F_IN_FIFO
-        if st.host_state[fb + f] == H_RAM:
+        st.frame_bytes[2 * (fb + f) + 1] &= ~F_IN_FIFO
+        if st.frame_bytes[2 * (fb + f)] == H_RAM:
             fifo_push(st, v, fb, f)

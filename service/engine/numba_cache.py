@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numba
 
-COMPILED_SOURCES = ("kernel.py", "mechanisms.py", "state.py")
+COMPILED_SOURCES = ("kernel.py", "mechanisms.py", "state.py", "prefetch.py")
 
 
 def cache_dir() -> Path:

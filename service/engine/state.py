@@ -2,17 +2,22 @@
 run over them without Python objects.
 
 Per guest frame (guest-physical page), indexed by ``frame_base[vm] + frame``:
-  frame_page  int32  the guest page it holds, or FREE / BALLOONED / ABSENT
-  lru_prev    int32  guest LRU list (MRU at head); free and balloon lists chain through lru_next
+  frame_page  int32  the guest page it holds, or FREE / ABSENT / a free or balloon list link
+  lru_prev    int32  guest LRU list (MRU at head), the two side by side in one (frames, 2) array
   lru_next    int32
   host_state  uint8  how the host backs it: UNBACKED, RAM, SHARED, COMPRESSED, SWAPPED, SMART
   flags       uint8  accessed bits and page flags (see the F_* bits)
 Per guest page (guest virtual page of the workload), indexed by ``page_base[vm] + page``:
   page_table  int32  the guest frame holding it, or UNTOUCHED / PAGED / PAGED_WRITTEN
-That is 14 bytes per guest frame (18 when a guest uses LRU) and 4 per guest page. Three arrays
-exist only when something needs them: ``lru_prev`` when a guest uses LRU, ``fifo`` (int32 per frame,
-the host's FIFO of backed frames) when a policy picks host victims FIFO, and ``share_ref`` (int32
-per distinct shareable content, the refcounts of content-based sharing) when pages are shared.
+A hit reads a frame's host state and flags, and relinks an LRU frame and its two neighbours, so
+each pair lives side by side: ``frame_bytes`` (uint8, host state at 2 * frame, flags at
+2 * frame + 1) and ``links`` (int32, prev at 2 * frame, next at 2 * frame + 1), one cache line
+each; the compiled code indexes them so. ``host_state``, ``flags``, ``lru_prev`` and ``lru_next``
+are views of them for numpy code. That is 6 bytes per guest frame (14 when a guest uses LRU) and 4
+per guest page. Three arrays exist only when something needs them: the LRU links when a guest uses
+LRU, ``fifo`` (int32 per frame, the host's FIFO of backed frames) when a policy picks host victims
+FIFO, and ``share_ref`` (int32 per distinct shareable content, the refcounts of content-based
+sharing) when pages are shared.
 
 Per-VM, host and device scalars live in small 2-D arrays with named columns (the constants
 below); numba folds the constants into the compiled code.
@@ -24,9 +29,13 @@ from collections import namedtuple
 import numpy as np
 
 # frame_page values below zero
-FREE = -1
-BALLOONED = -2
+FREE = -1            # unmapped and on no list: between the guest's eviction and the frame's reuse
 ABSENT = -3          # beyond the memory the VM has been given (hot-add adds frames)
+# A frame on the guest's free list or in the balloon holds LIST_MARK - 2 * (next + 1) - kind
+# (kind FREE_KIND or BALLOON_KIND; next -1 at the bottom): both lists are stacks chained through
+# frame_page itself, so that only LRU guests need lru_next (kernel.list_link, list_next)
+LIST_MARK = -4
+FREE_KIND, BALLOON_KIND = 0, 1
 
 # page_table values below zero
 UNTOUCHED = -1
@@ -128,10 +137,16 @@ AHEAD_REFS = 32
 AHEAD_MIN_PAGES = 1 << 16
 AHEAD_PAGE, AHEAD_WRITE, AHEAD_RNG = 0, 1, 2
 
+# A Zipf phase's draws fall in 2**ZIPF_BUCKET_BITS buckets by their top bits; ``State.zipf_ranks``
+# holds, per bucket, the rank all its draws give, or 0 where they differ (kernel.zipf_table).
+# Phases of the same size and skew share one table, at the phase's P_TRACE_OFF.
+ZIPF_BUCKET_BITS = 16
+ZIPF_MAX_RANK = 65535
+
 State = namedtuple("State", [
     "page_table", "frame_page", "lru_prev", "lru_next", "host_state", "flags", "fifo", "share_ref",
-    "vm_i", "vm_f", "vm_c", "host_i", "host_f", "dev_f", "rng", "ph_i", "ph_f", "traces",
-    "ahead",
+    "frame_bytes", "links", "vm_i", "vm_f", "vm_c", "host_i", "host_f", "dev_f", "rng", "ph_i", "ph_f", "traces",
+    "zipf_ranks", "ahead",
 ])
 
 
