@@ -135,7 +135,10 @@ def line_chart(title: str, xs: Sequence[float], lines: Sequence[tuple[str, Seque
 def bar_chart(title: str, bars: Sequence[tuple[str, Optional[float]]], *, unit: str = "", width: int = 380) -> str:
     """An SVG chart of horizontal bars, one per (label, value), the value written at its end; a
     bar without a value says so."""
-    left, right, row = 120, 60, 22
+    # the labels are right-aligned before the bars: the widest one sets where the bars start
+    left = max(120, 12 + math.ceil(max((text_width(label, 11) for label, _ in bars), default=0.0)))
+    right, row = 60, 22
+    width = max(width, left + right + 120)
     height = 28 + row * len(bars)
     top_value = nice_ceiling(max((v for _, v in bars if v is not None and math.isfinite(v)), default=0.0))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

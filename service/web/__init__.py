@@ -41,7 +41,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(web)
     # first of all hooks: the API's token check must see the session's token on these pages
     app.before_request_funcs.setdefault(None, []).insert(0, auth.before_web_request)
-    app.jinja_env.globals.update(csrf_token=auth.csrf_token)
+    app.jinja_env.globals.update(csrf_token=auth.csrf_token, here=auth.here)
     folder = swagger_ui_folder()
     if folder is not None:
         # an endpoint of the docs blueprint, so it is as open as the docs page itself

@@ -47,16 +47,24 @@ def _safe_next(target: Optional[str]) -> str:
     return target
 
 
+def here() -> str:
+    """This page's address with its query: where signing in comes back to (a shared /compare?runs=...)."""
+    return request.full_path.rstrip("?")
+
+
 def before_web_request() -> Optional[Response]:
     endpoint = request.endpoint or ""
-    if not endpoint.startswith("web."):
+    # the report pages (service.api.report) are read by the same people: the session's token too
+    if not endpoint.startswith(("web.", "report.")):
         return None
     if endpoint == "web.static":
         # the stylesheet is public even when reads need a token (the API's check would refuse it)
         return send_from_directory(web.static_folder, request.view_args["filename"])
     token = session.get("token")
     if request.method == "POST":
-        if not secrets.compare_digest(request.form.get("csrf", "").encode(), session.get("csrf", "-").encode()):
+        expected = session.get("csrf")
+        # SameSite=Lax: a form posted from another site arrives without the session, so without it
+        if not expected or not secrets.compare_digest(request.form.get("csrf", "").encode(), expected.encode()):
             return _sign_in_page("The form had expired (or came from another site): sign in again.", 400)
         typed = request.form.get("token", "").strip()
         token = typed or token          # the sign-in page, or a form's token field when signed out
@@ -81,7 +89,7 @@ def before_web_request() -> Optional[Response]:
 
 def _sign_in_page(error: Optional[str], status: int) -> Response:
     response = current_app.make_response(render_template(
-        "sign_in.html", error=error, next=_safe_next(request.values.get("next") or request.path)))
+        "sign_in.html", error=error, next=_safe_next(request.values.get("next") or here())))
     response.status_code = status
     return response
 

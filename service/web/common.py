@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional
 
-from flask import current_app, request
+from flask import current_app, g, request
+
+OWN_TO_THE_REQUEST = ("db_session", "metrics_started")
 
 
 def call_api(method: str, path: str, body: Any = None, headers: Optional[dict[str, str]] = None,
@@ -17,14 +20,26 @@ def call_api(method: str, path: str, body: Any = None, headers: Optional[dict[st
     authorization = request.environ.get("HTTP_AUTHORIZATION")
     if authorization:
         headers["Authorization"] = authorization
-    response = current_app.test_client().open(path, method=method, headers=headers,
-                                              data=None if body is None else json.dumps(body),
-                                              content_type=None if body is None else "application/json")
+    # the inner request shares this one's app context, so its ``g``: it must neither close this
+    # request's database session nor restart this request's timer (service.prometheus)
+    outer = {key: g.pop(key) for key in OWN_TO_THE_REQUEST if key in g}
+    try:
+        response = current_app.test_client().open(path, method=method, headers=headers,
+                                                  data=None if body is None else json.dumps(body),
+                                                  content_type=None if body is None else "application/json")
+    finally:
+        for key, value in outer.items():
+            setattr(g, key, value)
     try:
         answer = response.get_json(silent=True)
     finally:
         response.close()
     return response.status_code, answer
+
+
+def decimal(text: str) -> Optional[int]:
+    """A number written in ASCII digits, else None (str.isdigit also takes "²", which int() refuses)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text or "") else None
 
 
 def run_ids(values: list[str]) -> tuple[list[int], list[str]]:
@@ -36,7 +51,7 @@ def run_ids(values: list[str]) -> tuple[list[int], list[str]]:
         for piece in value.replace(" ", ",").split(","):
             if not piece:
                 continue
-            if piece.isdigit() and 0 < int(piece) < 2**31:
+            if 0 < (decimal(piece) or 0) < 2**31:
                 if int(piece) not in ids:
                     ids.append(int(piece))
             else:

@@ -16,7 +16,7 @@ from ..report import COLUMNS, delta_cell
 from ..runs import compare as compare_runs
 from ..runs import run_series
 from . import web
-from .common import run_ids
+from .common import decimal, run_ids
 
 MAX_RUNS = 12
 # (title, key in the series' host table)
@@ -26,7 +26,7 @@ OVERLAID = (("Host memory used", "used_mb"), ("Host swap", "host_swap_mb"), ("Sh
 @web.get("/compare")
 def compare():
     ids, bad = run_ids(request.args.getlist("runs"))
-    if len(request.args.getlist("runs")) > 1:       # checkboxes send runs=1&runs=2: one short address instead
+    if len(request.args.getlist("runs")) > 1 and not bad:   # checkboxes send runs=1&runs=2: one short address
         return redirect(url_for("web.compare", **{**request.args.to_dict(), "runs": ",".join(map(str, ids))}))
     problems = [f"{piece!r} is not a run id" for piece in bad]
     if len(ids) > MAX_RUNS:
@@ -38,7 +38,7 @@ def compare():
         problems.append(f"no run with id {', '.join(map(str, missing))}")
     runs = [found[i] for i in ids if i in found]
     baseline_run = request.args.get("baseline_run", "")
-    baseline_id = int(baseline_run) if baseline_run.isdigit() and int(baseline_run) in found else None
+    baseline_id = decimal(baseline_run) if decimal(baseline_run) in found else None
     if not runs:
         return render_template("compare.html", runs=[], problems=problems, table=None, charts=[], vm_names=[])
     comparison = compare_runs(runs, baseline_run_id=baseline_id)

@@ -20,6 +20,7 @@ from ..sweeps import answer as sweep_answer
 from ..sweeps import overall
 from ..sweeps import progress as sweep_progress
 from . import web
+from .common import decimal
 
 PAGE_SIZE = 20
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -89,9 +90,11 @@ def _selects(filters: Filters) -> list:
 
 def _date(text: str) -> Optional[dt.date]:
     try:
-        return dt.date.fromisoformat(text) if text else None
+        day = dt.date.fromisoformat(text) if text else None
     except ValueError:
         return None
+    # the day after must exist too (the "until" bound): 9999-12-31 is read as no bound
+    return day if day is None or day < dt.date.max else None
 
 
 @web.get("/")
@@ -100,7 +103,7 @@ def history():
     filters = Filters(name=args.get("name", "").strip(), policy=args.get("policy", "").strip(),
                       status=args.get("status", "") if args.get("status") in STATUSES else "",
                       since=_date(args.get("since", "")), until=_date(args.get("until", "")))
-    page = max(1, min(int(args["page"]) if args.get("page", "").isdigit() else 1, 10**6))
+    page = max(1, min(decimal(args.get("page", "")) or 1, 10**6))
     everything = union_all(*_selects(filters)).subquery()
     total = db().scalar(select(func.count()).select_from(everything))
     keys = db().execute(select(everything.c.kind, everything.c.id)

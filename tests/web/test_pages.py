@@ -127,3 +127,51 @@ def test_the_session_key_is_made_once_and_kept(tmp_path: Path):
     key = stored_secret(tmp_path)
     assert len(key) > 40 and stored_secret(tmp_path) == key
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_bar_chart_labels_start_inside_the_chart() -> None:
+    """A long label (a run and its policy on the compare page) is not cut at the chart's left edge."""
+    from service.charts import bar_chart, text_width
+    label = "run 12345 dynamic-memory (third-party-policy 1.0)"
+    svg = bar_chart("Worst slowdown", [(label, 1.5), ("run 2 static", 1.0)], unit="x")
+    right_edge = float(re.search(r'<text x="([0-9.]+)"[^>]*text-anchor="end">' + re.escape(label), svg).group(1))
+    assert right_edge - text_width(label, 11) >= 0
+    width = float(re.search(r'<svg [^>]*width="([0-9.]+)"', svg).group(1))
+    bars = [float(w) + float(x) for x, w in re.findall(r'<rect x="([0-9.]+)" [^>]*width="([0-9.]+)"', svg)]
+    assert bars and max(bars) <= width
+
+
+def test_a_form_from_another_site_is_refused(site):
+    """A cross-site form arrives without the session cookie (SameSite=Lax): no session, no form."""
+    client, token = site()
+    stranger = create_app(client.application.extensions["vmemlab"].settings).test_client()
+    for csrf in ("-", "", "anything"):
+        answer = stranger.post("/sign-in", data={"csrf": csrf, "token": token})
+        assert answer.status_code == 400, csrf
+        assert "Signed in" not in stranger.get("/").get_data(as_text=True)
+
+
+def test_odd_numbers_and_dates_are_not_errors(site):
+    client, _ = site()
+    for url in ("/?page=%C2%B2", "/?page=-1", "/?page=99999999999999999999", "/?until=9999-12-31",
+                "/?since=9999-12-31", "/compare?runs=%C2%B2", "/compare?runs=1&baseline_run=%C2%B2"):
+        assert client.get(url).status_code == 200, url
+
+
+def test_compare_says_which_run_ids_it_could_not_read(site):
+    client, _ = site()
+    answer = client.get("/compare?runs=1&runs=abc")
+    assert answer.status_code == 200 and "&#39;abc&#39; is not a run id" in answer.get_data(as_text=True)
+
+
+def test_closed_reads_the_reports_follow_the_session(site):
+    client, token = site(VMEMLAB_OPEN_READS="0")
+    headers = {"Authorization": f"Bearer {token}"}
+    experiment = client.post("/api/v1/experiments", json=small_scenario(policies=[{"name": "static"}]),
+                             headers=headers).get_json()
+    report = f"/experiments/{experiment['id']}/report"
+    asked = client.get(report + "?x=1")
+    assert asked.status_code == 401 and f'value="{report}?x=1"' in asked.get_data(as_text=True)
+    csrf = csrf_of(asked.get_data(as_text=True))
+    assert client.post("/sign-in", data={"csrf": csrf, "token": token, "next": report}).status_code == 302
+    assert client.get(report).status_code == 200
