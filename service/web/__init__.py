@@ -19,14 +19,20 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from flask import Blueprint, Flask, send_from_directory
+from flask import Blueprint, Flask, render_template, send_from_directory
 
 from ..settings import DEFAULT_DOCS_UI_URL, Settings
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static",
                 static_url_path="/web/static")
+
+@web.errorhandler(404)
+def not_found(error: Any) -> tuple[str, int]:
+    """A person's page answers a person: HTML, not the API's JSON."""
+    return render_template("error.html", heading="Not found", message=getattr(error, "description", "")), 404
+
 
 # imported for their routes on ``web``
 from . import auth, compare, create, history, plugins  # noqa: E402,F401

@@ -89,7 +89,7 @@ def progress(experiment_id: int):
     experiment = db().scalar(select(Experiment).options(selectinload(Experiment.runs))
                              .where(Experiment.id == experiment_id))
     if experiment is None:
-        abort(404)
+        abort(404, description=f"There is no experiment {experiment_id}.")
     runs = list(experiment.runs)
     by_status: dict[str, int] = {}
     for run in runs:

@@ -2,7 +2,10 @@
 version_changed, broken, missing) and why, versions, distribution, trust level and parameters.
 With an admin token, buttons register, enable or disable one: each posts to the API's own
 ``/api/v1/plugins`` operations in-process, so the same checks apply."""
+
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from flask import flash, redirect, render_template, request, url_for
 
@@ -42,7 +45,7 @@ def plugin_action(name: str):
     if action == "register":
         status, answer = call_api("POST", "/api/v1/plugins", {"name": name})
     elif action in ("enable", "disable"):
-        status, answer = call_api("PATCH", f"/api/v1/plugins/{name}", {"enabled": action == "enable"})
+        status, answer = call_api("PATCH", f"/api/v1/plugins/{quote(name, safe='')}", {"enabled": action == "enable"})
     else:
         status, answer = 400, {"message": f"unknown action {action!r}"}
     answer = answer or {}

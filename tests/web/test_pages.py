@@ -175,3 +175,10 @@ def test_closed_reads_the_reports_follow_the_session(site):
     csrf = csrf_of(asked.get_data(as_text=True))
     assert client.post("/sign-in", data={"csrf": csrf, "token": token, "next": report}).status_code == 302
     assert client.get(report).status_code == 200
+
+
+def test_a_page_that_is_not_there_answers_in_html(site):
+    client, _ = site()
+    answer = client.get("/experiments/999/progress")
+    assert answer.status_code == 404 and answer.mimetype == "text/html"
+    assert "There is no experiment 999." in answer.get_data(as_text=True)
