@@ -146,9 +146,9 @@ class ComparedRunSchema(Schema):
     is_baseline = fields.Boolean()
     metrics = fields.Nested(MetricsSchema)
     deltas = fields.Nested(MetricChangesSchema, allow_none=True,
-                           metadata={"description": "run minus baseline; null without a succeeded baseline"})
+                           metadata={"description": "run minus baseline, per metric; each null without a succeeded baseline"})
     ratios = fields.Nested(MetricChangesSchema, allow_none=True,
-                           metadata={"description": "run over baseline; null without a succeeded baseline"})
+                           metadata={"description": "run over baseline, per metric; each null without a succeeded baseline"})
     vms = fields.Dict(keys=fields.String(), values=fields.Nested(ComparedVmSchema),
                       metadata={"description": "per VM name (a succeeded run's VMs)"})
 
