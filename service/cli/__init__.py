@@ -30,6 +30,7 @@ from .serve import command_serve, command_up, command_worker
 from .simulate import ProgressLine, command_simulate, format_simulation
 from .submit import command_submit
 from .sweep import command_sweep
+from .trace import add_trace_commands
 
 __all__ = ["ProgressLine", "build_parser", "format_simulation", "frames_for", "main", "parse_frames"]
 
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cache sizes in frames, or percentages of the trace's distinct pages (1%%,5%%)")
     mrc.add_argument("--json", action="store_true")
     mrc.set_defaults(run=command_mrc)
+
+    add_trace_commands(commands)
 
     capacity = commands.add_parser(
         "capacity", help="how many copies of one VM fit on the host under each policy, at an SLA",
