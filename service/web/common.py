@@ -5,9 +5,7 @@ import json
 import re
 from typing import Any, Optional
 
-from flask import current_app, g, request
-
-OWN_TO_THE_REQUEST = ("db_session", "metrics_started")
+from flask import current_app, request
 
 
 def call_api(method: str, path: str, body: Any = None, headers: Optional[dict[str, str]] = None,
@@ -20,16 +18,12 @@ def call_api(method: str, path: str, body: Any = None, headers: Optional[dict[st
     authorization = request.environ.get("HTTP_AUTHORIZATION")
     if authorization:
         headers["Authorization"] = authorization
-    # the inner request shares this one's app context, so its ``g``: it must neither close this
-    # request's database session nor restart this request's timer (service.prometheus)
-    outer = {key: g.pop(key) for key in OWN_TO_THE_REQUEST if key in g}
-    try:
+    # an app context of its own: the inner request would otherwise share this one's ``g``, and
+    # close its database session and restart its timer (service.prometheus) on the way out
+    with current_app.app_context():
         response = current_app.test_client().open(path, method=method, headers=headers,
                                                   data=None if body is None else json.dumps(body),
                                                   content_type=None if body is None else "application/json")
-    finally:
-        for key, value in outer.items():
-            setattr(g, key, value)
     try:
         answer = response.get_json(silent=True)
     finally:
