@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import shutil
+import sys
 from typing import Any, Callable, Sequence
+
+from rich.console import Console, Group
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
 
 from ..scenario import flatten_errors
 from ..sdk import PolicyParameterError
@@ -29,21 +37,34 @@ class Column:
 
 
 def format_table(columns: Sequence[Column], rows: Sequence[Sequence[str] | None]) -> list[str]:
-    """Aligned plain-text columns under a two-line header (group, title); a None row is a blank
-    separator line."""
+    """The rows under a two-line header (group above the first column of its run, then titles),
+    laid out by rich without borders: numbers right-aligned, a None row a blank line. As wide as
+    the terminal when the output is one (rich folds the text columns to fit); in a pipe as wide as
+    the content, so that a script reading the table gets one line per row."""
     groups = [c.group if i == 0 or c.group != columns[i - 1].group else "" for i, c in enumerate(columns)]
-    widths = [max([len(c.title), len(g)] + [len(row[i]) for row in rows if row is not None])
-              for i, (c, g) in enumerate(zip(columns, groups))]
-
-    def line(cells: Sequence[str], aligns: Sequence[str]) -> str:
-        return "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(cells, aligns, widths)).rstrip()
-
-    out = []
-    if any(groups):
-        out.append(line(groups, "<" * len(columns)))
-    out.append(line([c.title for c in columns], [c.align for c in columns]))
-    out += ["" if row is None else line(row, [c.align for c in columns]) for row in rows]
-    return out
+    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0), header_style="")
+    for index, (column, group) in enumerate(zip(columns, groups)):
+        justify = "right" if column.align == ">" else "left"
+        title = Text(column.title, justify=justify, overflow="fold")
+        header = Group(Text(group, justify="left", overflow="fold"), title) if any(groups) else title
+        if column.align == ">":
+            # a number is never folded or cut: the text columns give way on a narrow terminal
+            widest = max([len(column.title)] + [len(row[index]) for row in rows if row is not None])
+            table.add_column(header, justify=justify, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(header, justify=justify, overflow="fold")
+    for row in rows:
+        table.add_row(*([""] * len(columns) if row is None else row))
+    console = Console(file=io.StringIO(), width=100_000, color_system=None, highlight=False, emoji=False,
+                      markup=False)
+    if sys.stdout.isatty():
+        # fit the terminal by folding text where the numbers leave room; where they do not, the
+        # table keeps its own width (and the terminal wraps) rather than squeezing words to nothing
+        needed = Measurement.get(console, console.options, table)
+        terminal = shutil.get_terminal_size().columns
+        console.width = terminal if needed.minimum <= terminal else needed.maximum
+    console.print(table)
+    return [line.rstrip() for line in console.file.getvalue().splitlines()]
 
 
 def _count(value: Any) -> str:

@@ -47,8 +47,10 @@ ID_RANGE = 6       # seeded ids are 1..3 or so; 0 and 4..5 do not exist
 # examples per operation (bench/fuzz.py runs many more)
 EXAMPLES = int(os.environ.get("VMEMLAB_FUZZ_EXAMPLES", "25"))
 # hypothesis settings of every generated-request test; the database of failing examples stays off:
-# a replayed example would not find the seeded rows it was made against
-FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
+# a replayed example would not find the seeded rows it was made against. Derandomized everywhere,
+# as hypothesis' own "ci" profile does when it sees a CI variable: what passes here passes in CI
+# (a status random input only sometimes reaches is asked for by ``scripted``)
+FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                 HealthCheck.filter_too_much])
 
@@ -248,6 +250,7 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
             request(method, item, url, 412, json=body, headers={"If-Match": '"stale"'})
             request(method, item, url, 409, json=body, headers={"If-Match": etag})
         request("PATCH", item, url, 422, json={}, headers={"If-Match": etag})      # nothing to change
+        request("PUT", item, url, 422, json={"name": "no-spec"}, headers={"If-Match": etag})
         etag = request("PATCH", item, url, 200, json={"description": "patched"}, headers={"If-Match": etag}
                        ).headers["ETag"]
         etag = request("PUT", item, url, 200, json={"name": "other", "spec": spec}, headers={"If-Match": etag}
