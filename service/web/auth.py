@@ -1,6 +1,11 @@
 """The token of a person using the pages: asked for once, kept in Flask's signed session cookie
 (a browser-session cookie: it goes when the browser closes), and handed to the API's own check.
 
+Flask's session cookie is signed, not encrypted: anyone who sees the cookie (a proxy's log, a
+shared machine) could read what is in it. The token is therefore kept encrypted (Fernet, from the
+``cryptography`` package, with a key derived from the app's secret key), so the cookie gives away
+nothing that works without this server.
+
 The API's ``before_request`` hook (service.api.auth) wants an ``Authorization`` header on every
 write, and on reads when reads are closed. A browser's form cannot send one, so the hook here runs
 first on the pages' endpoints: it checks the session's token (or the one being signed in with)
@@ -10,17 +15,42 @@ page post with it.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from typing import Optional
 from urllib.parse import urlsplit
 
 from flask import (current_app, flash, g, redirect, render_template, request, send_from_directory, session,
                    url_for)
+from cryptography.fernet import Fernet, InvalidToken
 from werkzeug.wrappers import Response
 
 from ..api.common import db, settings
 from ..auth import ADMIN, Principal, authenticate
 from . import web
+
+
+def _fernet() -> Fernet:
+    # a key of its own, derived, so that the signing key is never used to encrypt as well
+    digest = hashlib.sha256(b"vmemlab web token\x00" + str(current_app.secret_key).encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def _kept_token() -> Optional[str]:
+    sealed = session.get("token")
+    if not sealed:
+        return None
+    try:
+        return _fernet().decrypt(sealed.encode()).decode()
+    except (InvalidToken, ValueError):
+        # sealed under another secret key (rotated), or not sealed at all (an older cookie)
+        session.pop("token", None)
+        return None
+
+
+def _keep_token(token: str) -> None:
+    session["token"] = _fernet().encrypt(token.encode()).decode()
 
 
 def csrf_token() -> str:
@@ -60,7 +90,7 @@ def before_web_request() -> Optional[Response]:
     if endpoint == "web.static":
         # the stylesheet is public even when reads need a token (the API's check would refuse it)
         return send_from_directory(web.static_folder, request.view_args["filename"])
-    token = session.get("token")
+    token = _kept_token()
     if request.method == "POST":
         expected = session.get("csrf")
         # SameSite=Lax: a form posted from another site arrives without the session, so without it
@@ -81,7 +111,8 @@ def before_web_request() -> Optional[Response]:
             return None
         g.web_principal = who
         request.environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-        session["token"] = token
+        if token != _kept_token():
+            _keep_token(token)
     elif not settings().open_reads:
         return _sign_in_page("Reading needs a token on this server: sign in.", 401)
     return None

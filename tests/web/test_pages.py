@@ -3,8 +3,10 @@ a parameter's error placed next to its input, the CSRF check, closed reads, the 
 filters, the docs' local files and the session's key."""
 from __future__ import annotations
 
+import base64
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,11 @@ def test_forms_need_the_session_csrf_token_and_a_valid_token(site):
     assert "Signed in: page-tests (admin)" in client.get("/").get_data(as_text=True)
     cookie = client.get_cookie("session")
     assert cookie.expires is None and cookie.http_only and cookie.same_site == "Lax"     # the browser session only
+    # signed is not secret: what the cookie holds, read without the server's key, is no usable token
+    payload = cookie.value.lstrip(".").split(".")[0]
+    readable = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    held = json.loads(zlib.decompress(readable) if cookie.value.startswith(".") else readable)
+    assert token not in cookie.value and token not in json.dumps(held) and held["token"]
 
 
 def test_closed_reads_ask_for_a_token_first(site):
