@@ -4,6 +4,7 @@ filters, the docs' local files and the session's key."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import zlib
@@ -119,6 +120,32 @@ def test_history_lists_filters_and_pages(site):
     assert client.get("/compare?runs=1&runs=2").headers["Location"] == "/compare?runs=1,2"
     missing = client.get("/compare?runs=1,99,x").get_data(as_text=True)
     assert "no run with id 99" in missing and "&#39;x&#39; is not a run id" in missing
+
+
+def test_history_pages_keep_their_filters_and_dates_bound_both_ways(site, monkeypatch):
+    monkeypatch.setattr("service.web.history.PAGE_SIZE", 2)
+    client, token = site()
+    headers = {"Authorization": f"Bearer {token}"}
+    for name in ("p1", "p2", "p3", "p4", "p5", "other"):
+        assert client.post("/api/v1/experiments", json=small_scenario(name, policies=[{"name": "static"}]),
+                           headers=headers).status_code == 201
+
+    def names(url: str) -> list[str]:
+        return re.findall(r'<a href="/experiments/\d+/report">(\w+)</a>', client.get(url).get_data(as_text=True))
+
+    first = client.get("/?name=p").get_data(as_text=True)
+    assert "5 found; page 1 of 3" in first and 'rel="prev"' not in first
+    older = re.search(r'<a href="([^"]+)" rel="next">', first).group(1).replace("&amp;", "&")
+    assert "name=p" in older and "page=2" in older
+    assert names("/?name=p") == ["p5", "p4"] and names(older) == ["p3", "p2"] and names("/?name=p&page=3") == ["p1"]
+    last = client.get("/?name=p&page=3").get_data(as_text=True)
+    assert 'rel="next"' not in last and 'rel="prev"' in last
+    assert names("/?name=p&page=99") == []                     # past the end: an empty page, not an error
+    today = dt.date.today()
+    assert len(names(f"/?since={today - dt.timedelta(days=1)}")) == 2 and names(f"/?since={today + dt.timedelta(days=2)}") == []
+    assert names(f"/?name=p&since={today - dt.timedelta(days=1)}&until={today + dt.timedelta(days=1)}") == ["p5", "p4"]
+    assert "0 found" in client.get(f"/?since={today + dt.timedelta(days=2)}&until={today}").get_data(as_text=True)
+    assert "6 found" in client.get("/?since=not-a-date").get_data(as_text=True)     # ignored, not a 500
 
 
 def test_docs_ui_is_served_from_installed_files(site):
