@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, selectinload
 
 from .capacity import SLA, Capacity, Probe, answer_line, conclude, judge, next_count, startable, with_copies
-from .db import first_line, session_scope
+from .db import first_line, hold_row, session_scope
 from .experiments import create_experiment, delete_with_experiments, sha256_of, validate_document
 from .idempotency import add_or_replay, replay
 from .models import CapacityProbe, CapacitySearch, Experiment, Run, RunStatus, utcnow
@@ -171,8 +171,8 @@ def advance(search_id: int, settings: Optional[Settings] = None) -> list[int]:
     for index, count in wanted:
         try:
             with session_scope() as session:
-                search = session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id)
-                                        .with_for_update())
+                hold_row(session, CapacitySearch.__table__, search_id)
+                search = session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id))
                 if search is None or search.cancelled_at is not None:
                     break
                 experiment = _add_probe(session, search, index, count, settings)
@@ -327,7 +327,7 @@ def search_status(results: list[dict[str, Any]]) -> str:
 def lock_search(session: Session, search_id: int) -> Optional[CapacitySearch]:
     """The search, its row held until the transaction ends (an advance adding a probe finishes
     first, or waits), with its probes as they are now."""
-    session.execute(select(CapacitySearch.id).where(CapacitySearch.id == search_id).with_for_update())
+    hold_row(session, CapacitySearch.__table__, search_id)
     return session.scalar(select(CapacitySearch).where(CapacitySearch.id == search_id).options(*with_probes())
                           .execution_options(populate_existing=True))
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,6 +110,18 @@ def session_scope(url: Optional[str] = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def hold_row(session: Session, table: Table, row_id: int) -> None:
+    """Hold a row until the session's transaction ends, as ``SELECT ... FOR UPDATE`` does: another
+    holder waits, and what this transaction reads after it is current. SQLite has no row locks and
+    ignores FOR UPDATE, and its Python driver begins a transaction only at the first write, so a
+    read there holds nothing: a write that changes nothing takes SQLite's database write lock at
+    once instead (coarser than a row, the same guarantee)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(table).where(table.c.id == row_id).values(id=table.c.id))
+    else:
+        session.execute(select(table.c.id).where(table.c.id == row_id).with_for_update())
 
 
 def dispose_engines(close: bool = True) -> None:

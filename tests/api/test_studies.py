@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 
 from service.capacity import SLA, capacity_search
+from service import capacity_searches
 from service.capacity_searches import advance_and_enqueue
 from service.models import METRIC_COLUMNS
 from service.policies import load_policy
@@ -228,6 +230,42 @@ def test_capacity_search_replay_and_a_cancel_between_probes(api, app, counts):
     done = api.get(f"/api/v1/capacity-searches/{search['id']}").get_json()
     assert done["status"] == "cancelled" and done["finished_at"]
     assert all(r["status"] == "cancelled" and len(r["probes"]) == 1 for r in done["results"])
+
+
+def test_a_cancel_during_an_advance_waits_for_it_and_cancels_its_probe(api, app, monkeypatch):
+    """An advance holds the search from its check until its new probe is stored: a cancel arriving
+    in between waits, then sees that probe and cancels its runs (none is left queued to run after
+    the cancel). SQLite ignores FOR UPDATE, so there it takes the database's write lock instead."""
+    search = api.post("/api/v1/capacity-searches", _capacity_body()).get_json()
+    queued = api.get("/api/v1/runs?status=queued&page_size=100").get_json()
+    for run in queued:
+        assert execute_run(run["id"], worker="test") == "succeeded"
+    checked, release = threading.Event(), threading.Event()
+    add_probe = capacity_searches._add_probe
+
+    def slow_add_probe(*args, **kwargs):
+        checked.set()                              # the search was read: not cancelled yet
+        assert release.wait(30)
+        return add_probe(*args, **kwargs)
+
+    monkeypatch.setattr(capacity_searches, "_add_probe", slow_add_probe)
+    added: list[int] = []
+    advancing = threading.Thread(target=lambda: added.extend(capacity_searches.advance(search["id"])))
+    advancing.start()
+    assert checked.wait(30)
+    cancel_answer: list = []
+    cancelling = threading.Thread(target=lambda: cancel_answer.append(
+        app.test_client().post(f"/api/v1/capacity-searches/{search['id']}/cancel")))
+    cancelling.start()
+    cancelling.join(1.0)
+    waited = cancelling.is_alive()              # held off by the advance
+    release.set()
+    advancing.join(60)
+    cancelling.join(60)
+    assert waited and cancel_answer[0].status_code == 202
+    assert added, "the advance added its probe before the cancel"
+    runs = {run["id"]: run["status"] for run in api.get("/api/v1/runs?page_size=100").get_json()}
+    assert all(runs[run_id] == "cancelled" for run_id in added), runs
 
 
 def test_odd_input_is_refused_with_the_field_named(api, counts):
