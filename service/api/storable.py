@@ -11,10 +11,12 @@ A multipart upload is parsed by its endpoint under its own size limit, which cal
 """
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Any, Iterable, Iterator, Optional
 
-from flask import Flask, request
+from flask import Flask, g, request
 from flask_smorest import abort
 
 # request headers whose value is stored with what the request creates
@@ -80,6 +82,33 @@ def refuse_unstorable(found: dict[str, Iterable[tuple[str, str]]]) -> None:
         abort(422, errors=errors)
 
 
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the largest number this service stores")
+    return value
+
+
+def request_json() -> Any:
+    """The request's JSON body by the rules of what this service stores (no NaN or Infinity, no
+    number beyond a double), parsed once per request: the check below and the endpoint share it.
+    Raises ValueError (UnicodeDecodeError included) saying why the body is not such JSON."""
+    if "strict_json" not in g:
+        try:
+            g.strict_json = (json.loads(request.get_data(), parse_constant=_not_a_number,
+                                        parse_float=_finite_float), None)
+        except ValueError as exc:
+            g.strict_json = (None, exc)
+    body, error = g.strict_json
+    if error is not None:
+        raise error
+    return body
+
+
 def check_request_text() -> None:
     """A ``before_request`` hook: the rule above for every request."""
     found = {
@@ -90,7 +119,12 @@ def check_request_text() -> None:
     if request.mimetype == "application/x-www-form-urlencoded":
         found["form"] = field_problems((n, v) for n, values in request.form.lists() for v in values)
     if request.is_json:
-        body = request.get_json(silent=True)       # not JSON at all: the endpoint's 400
+        try:
+            body = request_json()
+        except ValueError:
+            # not the JSON this service takes: the endpoint says why (400); whatever a lenient
+            # parser still reads of it is checked all the same
+            body = request.get_json(silent=True)
         if body is not None:
             found["json"] = json_problems(body)
     refuse_unstorable(found)

@@ -5,9 +5,7 @@ take them, what was created is withdrawn (deleted again) and the answer is 503 w
 ``Retry-After``: nothing is left that no worker will ever run, and retrying is safe."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 from typing import Any, Callable, Iterable, TypeVar
 
 from flask import request
@@ -17,21 +15,11 @@ from sqlalchemy.orm import Session
 from ..idempotency import IdempotencyConflict
 from ..scenario import ScenarioValidationError
 from .common import celery, db, invalid
+from .storable import request_json
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 10
-
-
-def _not_a_number(text: str) -> float:
-    raise ValueError(f"{text} is not a number JSON allows")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is beyond the largest number this service stores")
-    return value
 
 
 def create_and_queue(what: str, create: Callable[[Session, Any], T], run_ids: Callable[[T], Iterable[int]],
@@ -40,7 +28,7 @@ def create_and_queue(what: str, create: Callable[[Session, Any], T], run_ids: Ca
     if not request.is_json:
         abort(415, message=f"send the {what} as JSON (Content-Type: application/json)")
     try:
-        body = json.loads(request.get_data(), parse_constant=_not_a_number, parse_float=_finite_float)
+        body = request_json()
     except ValueError as exc:       # also UnicodeDecodeError
         abort(400, message=f"the body is not valid JSON: {exc}")
     session = db()

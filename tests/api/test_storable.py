@@ -4,6 +4,7 @@ are the 500s a schemathesis run against PostgreSQL found (issue 16)."""
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -78,3 +79,25 @@ def test_ordinary_text_passes(client: FlaskClient):
     response = client.post("/api/v1/experiments", json=doc)
     assert response.status_code == 201, response.get_data(as_text=True)
     assert client.get(f"/api/v1/experiments/{response.get_json()['id']}").get_json()["name"] == doc["name"]
+
+
+def test_a_submission_body_is_parsed_once_and_odd_numbers_with_nul_still_name_the_field(client: FlaskClient,
+                                                                                       monkeypatch, counts):
+    from service.api import storable
+    parses = []
+    real_loads = storable.json.loads
+    body = json.dumps(experiment()).encode()
+
+    def counting_loads(text, *args, **kwargs):
+        parses.append(text == body)
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(storable.json, "loads", counting_loads)
+    assert client.post("/api/v1/experiments", data=body, content_type="application/json").status_code == 201
+    assert parses.count(True) == 1             # the text check and the endpoint share one parse
+    before = counts()
+    # NaN is not JSON this service takes, but the NUL beside it is still named, not stored
+    odd = client.post("/api/v1/experiments", data='{"name": "x\\u0000", "duration_s": NaN}',
+                      content_type="application/json")
+    assert odd.status_code == 422 and "name" in odd.get_json()["errors"]["json"]
+    assert counts() == before
