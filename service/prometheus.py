@@ -4,13 +4,13 @@ Two sources, because the API and the workers may run on different machines:
 
 - what a process sees happen, kept by prometheus-client: the API's requests (by route pattern,
   never by URL, so that ids do not make a series each) and, in the Celery workers, each run that
-  ends (its duration, the references it simulated). gunicorn's workers and Celery's pool are
-  several processes, so when ``PROMETHEUS_MULTIPROC_DIR`` is set each process writes its values to
-  files there and a scrape adds them up (prometheus-client's multiprocess mode). ``vmemlab serve``,
-  ``worker`` and ``up`` set it to ``<data dir>/prometheus`` unless it is set already: the API's
-  scrape then includes the workers' values whenever they share the data folder (``vmemlab up``,
-  docker-compose's ``data`` volume). Files are named by host and pid, so that containers sharing
-  the folder never write to one file.
+  ends (its duration, the references it simulated) and the runs their recovery sent again.
+  gunicorn's workers and Celery's pool are several processes, so when ``PROMETHEUS_MULTIPROC_DIR``
+  is set each process writes its values to files there and a scrape adds them up
+  (prometheus-client's multiprocess mode). ``vmemlab serve``, ``worker`` and ``up`` set it to
+  ``<data dir>/prometheus`` unless it is set already: the API's scrape then includes the workers'
+  values whenever they share the data folder (``vmemlab up``, docker-compose's ``data`` volume).
+  Files are named by host and pid, so that containers sharing the folder never write to one file.
 - the state of the whole service, read from the database and the broker at scrape time: runs by
   status, the queue's depth, the workers' heartbeats. These are right whichever process answers.
 """
@@ -51,6 +51,10 @@ RUN_DURATION = Histogram("vmemlab_run_duration_seconds",
                          ["status"], buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200))
 REFERENCES = Counter("vmemlab_references_simulated",
                      "Memory references simulated by the runs that succeeded (rate() gives references per second)")
+RUNS_RESENT = Counter("vmemlab_runs_resent",
+                      "Queued runs a worker sent to the broker again, by reason: broker_lost (the broker came back "
+                      "emptied), stale_heartbeat (their worker died), still_queued (VMEMLAB_REQUEUE_AFTER_S passed)",
+                      ["reason"])
 REFERENCE_RATE = Histogram("vmemlab_run_references_per_second",
                            "References each succeeded run simulated per second of its wall-clock time",
                            buckets=(1e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7, 1e8))

@@ -173,7 +173,21 @@ def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[i
         if backlog is None or backlog < queued - len(stale):
             with session_scope() as session:
                 lost = unpublished_runs(session, settings, now)
-    ids = stale + lost
+    sent = send_or_mark_due(stale + lost, now, cutoff, app)
+    if stale:
+        log.warning("re-queued runs whose worker stopped heartbeating: %s", ", ".join(map(str, stale)))
+        count_resent("stale_heartbeat", len(stale))
+    if lost:
+        log.warning("sent again runs still queued %g s after they were last sent (the broker may have lost "
+                    "their messages): %s", settings.requeue_after_s, ", ".join(map(str, lost)))
+        count_resent("still_queued", len(lost))
+    return sent
+
+
+def send_or_mark_due(ids: list[int], now: dt.datetime, cutoff: dt.datetime, app=None) -> list[int]:
+    """Enqueue ``ids`` (their ``published_at`` was just set to ``now``). A run that cannot be
+    sent (the broker is down) gets ``published_at = cutoff``, which makes it due at the next
+    recovery sweep; what was not sent is raised after the rest was tried."""
     sent, failure = [], None
     for run_id in ids:
         try:
@@ -184,16 +198,34 @@ def recover_and_enqueue(app=None, settings: Optional[Settings] = None) -> list[i
             break
     unsent = [run_id for run_id in ids if run_id not in sent]
     if unsent:
-        with session_scope() as session:          # published at the cutoff: due at the next sweep
+        with session_scope() as session:
             session.execute(update(Run).where(Run.id.in_(unsent), Run.status == QUEUED, Run.published_at == now)
                             .values(published_at=cutoff).execution_options(synchronize_session=False))
         raise RuntimeError(f"runs {', '.join(map(str, unsent))} could not be sent to the broker: {failure}") from failure
-    if stale:
-        log.warning("re-queued runs whose worker stopped heartbeating: %s", ", ".join(map(str, stale)))
-    if lost:
-        log.warning("sent again runs still queued %g s after they were last sent (the broker may have lost "
-                    "their messages): %s", settings.requeue_after_s, ", ".join(map(str, lost)))
     return sent
+
+
+def resend_all_queued(app=None, settings: Optional[Settings] = None) -> list[int]:
+    """Send again every queued run, at once: the broker lost its messages (service.broker_watch
+    found it emptied). One conditional UPDATE marks them sent now, so that the periodic sweep does
+    not send them a second time; a run whose message was in fact still there (published after the
+    broker came back) gets a second delivery, a no-op (the run row is the lock)."""
+    settings = settings or get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        ids = sorted(session.scalars(update(Run).where(Run.status == QUEUED).values(published_at=now)
+                                     .returning(Run.id).execution_options(synchronize_session=False)).all())
+    return send_or_mark_due(ids, now, _send_again_cutoff(settings, now), app)
+
+
+def count_resent(reason: str, count: int) -> None:
+    """For `/metrics`: how many runs the recovery sent again, and why (service.prometheus)."""
+    try:
+        from .prometheus import RUNS_RESENT
+
+        RUNS_RESENT.labels(reason).inc(count)
+    except Exception as exc:  # noqa: BLE001 - a metric never stops a recovery
+        log.warning("metrics: re-sent runs not counted: %s", exc)
 
 
 def run_series(session: Session, run_id: int) -> Optional[dict[str, Any]]:

@@ -81,8 +81,19 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     after worker). Default 3.
 ``VMEMLAB_REQUEUE_AFTER_S``
     A run still queued this long after it was last sent to the broker is sent again, in case
-    the broker lost its message (a Redis restarted without persistence). A second delivery of a
-    run is harmless (the run row is the lock). Default 300 s.
+    the broker lost its message, when the queue holds fewer messages than there are queued runs.
+    A second delivery of a run is harmless (the run row is the lock). Default 300 s. A Redis that
+    comes back empty is noticed sooner (``VMEMLAB_BROKER_CHECK_S``): this is for the rarer loss
+    of some messages only.
+``VMEMLAB_BROKER_CHECK_S``
+    How often each worker retries a lost broker connection, and looks whether the broker came
+    back without its messages (a Redis restarted without persistence, or flushed): then every
+    queued run is sent again at once (service.broker_watch). Default 2 s.
+``VMEMLAB_WORKER_CONCURRENCY``
+    Simulations one worker runs at once, one process each (``vmemlab worker --concurrency``
+    overrides it). Unset: one per core of the machine. A simulation keeps one core busy, so the
+    workers of one machine together should run about one per core: with ``docker compose up
+    --scale worker=N`` on one host, set it to the host's cores divided by N.
 ``VMEMLAB_HEARTBEAT_S``
     How often a running simulation writes its progress and heartbeat and checks for a
     cancellation request. Default 0.5 s.
@@ -151,6 +162,8 @@ class Settings:
     plugins_auto_enable: str = "builtin"
     max_attempts: int = 3
     requeue_after_s: float = 300.0
+    broker_check_s: float = 2.0
+    worker_concurrency: Optional[int] = None
     heartbeat_s: float = 0.5
     stale_heartbeats: int = 60
     run_time_limit_s: float = 0.0
@@ -195,6 +208,9 @@ class Settings:
             plugins_auto_enable=_choice(env, "VMEMLAB_PLUGINS_AUTO_ENABLE", ("builtin", "all", "none"), "builtin"),
             max_attempts=_count(env, "VMEMLAB_MAX_ATTEMPTS", 3),
             requeue_after_s=_number(env, "VMEMLAB_REQUEUE_AFTER_S", float, 300.0, low=1.0),
+            broker_check_s=_number(env, "VMEMLAB_BROKER_CHECK_S", float, 2.0, low=0.1),
+            worker_concurrency=(_count(env, "VMEMLAB_WORKER_CONCURRENCY", 1)
+                                if _text(env, "VMEMLAB_WORKER_CONCURRENCY") else None),
             heartbeat_s=_number(env, "VMEMLAB_HEARTBEAT_S", float, 0.5, low=0.01),
             stale_heartbeats=_number(env, "VMEMLAB_STALE_HEARTBEATS", int, 60, low=2),
             run_time_limit_s=_number(env, "VMEMLAB_RUN_TIME_LIMIT_S", float, 0.0, low=0.0),

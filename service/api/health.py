@@ -3,6 +3,10 @@ connection with a short timeout) and the workers, each reported; 200 when the da
 broker answer, 503 otherwise, with a ``message`` naming what does not answer. Missing workers do
 not make the API unhealthy (runs wait in the queue), but are reported.
 
+On Redis the broker check also shows the broker's epoch key (service.broker_watch): since when
+the broker has held its data, and how many queued runs a worker sent again when it found the
+broker emptied; ``null`` while a loss is not yet recovered (or before any worker started).
+
 Workers are found by a ``ping`` broadcast on Redis. The embedded SQLite broker cannot broadcast,
 so there the workers seen are those whose runs heartbeated recently.
 """
@@ -17,6 +21,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import func, select, text
 
+from ..broker_watch import read_epoch
 from ..db import first_line
 from ..models import Run, RunStatus, utcnow
 from .common import Blueprint, celery, settings, state
@@ -37,6 +42,10 @@ class CheckSchema(Schema):
 class BrokerCheckSchema(CheckSchema):
     url = fields.String(metadata={"description": "password hidden"})
     embedded = fields.Boolean()
+    epoch = fields.Dict(allow_none=True, metadata={
+        "description": "Redis: since when the broker holds its data (since), the worker that found it emptied "
+                       "(worker) and the queued runs it sent again then (resent_runs); null: the broker lost its "
+                       "data and no worker has looked since (they look every VMEMLAB_BROKER_CHECK_S)"})
 
 
 class WorkersCheckSchema(CheckSchema):
@@ -66,6 +75,11 @@ class Health(MethodView):
         database = _timed(_database)
         broker = {**_timed(_broker), "url": celery().connection_for_write().as_uri(),
                   "embedded": settings().embedded_broker}
+        if broker["ok"] and not settings().embedded_broker:
+            try:
+                broker["epoch"] = read_epoch(settings())
+            except Exception:  # noqa: BLE001 - it answered a moment ago: the epoch is a detail
+                pass
         workers = _workers(ping=broker["ok"]) if database["ok"] else {"ok": None, "message": "database unavailable"}
         healthy = database["ok"] and broker["ok"]
         status = "unavailable" if not healthy else "ok" if workers.get("ok") else "degraded"
