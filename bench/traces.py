@@ -2,7 +2,9 @@
 (``vmemlab mrc``'s engine path at 10 cache sizes), on the largest trace in ../shared/traces.
 
 Prints references per second for each, their ratio (target: at least 5x) and checks that both give
-the same miss counts. Best of --repeat runs, after one warm-up (numba compile) on a short prefix.
+the same miss counts; then the SHARDS-sampled curve's time and mean absolute error at --rate (for
+traces above the exact pass's size limit). Best of --repeat runs, after one warm-up (numba
+compile) on a short prefix.
 
     .venv/bin/python bench/traces.py [--trace FILE] [--repeat 3]
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.engine import shards
 from service.engine.mrc import miss_counts
 from service.engine.stack_distance import distance_histogram, lru_misses
 from service.engine.traces import load_trace
@@ -52,6 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=shards.DEFAULT_RATE, help="SHARDS rate to time")
     args = parser.parse_args()
     path = args.trace or largest_trace()
     ids = load_trace(path)
@@ -73,6 +77,10 @@ def main() -> int:
     print(f"mrc replay, {len(sizes)} sizes:          {replay_s:7.3f} s  {n / replay_s / 1e6:8.1f} M refs/s "
           f"(trace refs per second of all {len(sizes)} replays)")
     print(f"same miss counts at the {len(sizes)} sizes: {'yes' if same else 'NO'}")
+    sampled_s, (estimate, facts) = best_of(args.repeat, lambda: shards.sampled_histogram(ids, args.rate))
+    error = shards.mean_absolute_error(lru_misses(estimate), curve, n)
+    print(f"SHARDS curve at rate {args.rate:g}:     {sampled_s:7.3f} s  {n / sampled_s / 1e6:8.1f} M refs/s "
+          f"({facts['sampled_pages']:,} pages kept; mean absolute error {error:.4f})")
     verdict = "met" if speedup >= TARGET and same else "NOT met"
     print(f"traces-bench: speedup={speedup:.1f}x target>={TARGET:.0f}x {verdict}")
     return 0 if same else 1

@@ -4,10 +4,13 @@ columns import; a truncated binary or a bad csv row is an error that writes noth
 from __future__ import annotations
 
 import json
+import os
 
 import libcachesim as lcs
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.cli import main
 from service.engine.traces import load_trace
@@ -72,6 +75,9 @@ def test_csv_column_and_text(tmp_path, capsys):
     assert main(["trace", "import", str(source), "--format", "csv", "--column", "3", "--skip-header",
                  "--output", str(out)]) == 0
     assert load_trace(out).tolist() == [0, 1, 0, 2]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask          # not the temporary file's 0600
     text = tmp_path / "t.log"
     text.write_text("a 5\nb 6\n  c   5  \n")
     assert main(["trace", "import", str(text), "--format", "text", "--column", "2", "--output", str(out)]) == 0
@@ -96,3 +102,70 @@ def test_missing_input(tmp_path, capsys):
     assert main(["trace", "import", str(tmp_path / "none.bin"), "--format", "oracle-general",
                  "--output", str(tmp_path / "o.txt")]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_object_sizes_split_into_pages_of_each_objects_range(tmp_path, capsys):
+    from service.tracetools.importers import split_into_pages
+
+    # object 900: 10,000 bytes = 3 pages, then 1 byte = its first page; object 17: 0 bytes = 1 page;
+    # object 900 at 4096 bytes exactly = 1 page
+    source, out = tmp_path / "t.csv", tmp_path / "t.txt"
+    source.write_text("lbn,size\n900,10000\n17,0\n900,1\n17,4097\n900,4096\n")
+    assert main(["trace", "import", str(source), "--format", "csv", "--skip-header", "--column", "1",
+                 "--object-size-column", "2", "--output", str(out)]) == 0
+    assert "5 requests split into 4096-byte pages" in capsys.readouterr().out
+    # 900 -> pages 0,1,2; 17 -> its own range, page 3 (and 4 when it grows to 2 pages)
+    assert load_trace(out).tolist() == [0, 1, 2, 3, 0, 3, 4, 0]
+    assert split_into_pages(np.array([5, 5]), np.array([8192, 8193]), 4096).tolist() == [0, 1, 0, 1, 2]
+    assert split_into_pages(np.array([1, 2]), np.array([100, 100]), 64).tolist() == [0, 1, 2, 3]
+
+
+def test_oracle_general_object_sizes(tmp_path, capsys):
+    source, out = tmp_path / "t.bin", tmp_path / "t.txt"
+    records = np.zeros(3, dtype=ORACLE_GENERAL)
+    records["obj_id"] = [7, 8, 7]
+    records["obj_size"] = [12288, 100, 5000]
+    records.tofile(source)
+    assert main(["trace", "import", str(source), "--format", "oracle-general", "--object-sizes",
+                 "--output", str(out)]) == 0
+    assert load_trace(out).tolist() == [0, 1, 2, 3, 0, 1]
+    assert "6 references, 4 distinct pages" in capsys.readouterr().out
+    # the default still ignores sizes: one page per request
+    assert main(["trace", "import", str(source), "--format", "oracle-general", "--output", str(out)]) == 0
+    assert load_trace(out).tolist() == [0, 1, 0]
+
+
+def test_bad_object_sizes_name_the_line_and_write_nothing(tmp_path, capsys):
+    source, out = tmp_path / "t.csv", tmp_path / "out" / "t.txt"
+    out.parent.mkdir()
+    source.write_text("1,4096\n2,big\n")
+    assert main(["trace", "import", str(source), "--format", "csv", "--object-size-column", "2",
+                 "--output", str(out)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert main(["trace", "import", str(source), "--format", "csv", "--object-sizes", "--output", str(out)]) == 2
+    assert "--object-size-column" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20_000)), min_size=1, max_size=60),
+       st.sampled_from([512, 4096]))
+def test_split_counts_pages_per_request_and_per_object(requests, page_size):
+    from service.tracetools.importers import split_into_pages
+
+    objects = np.array([o for o, _ in requests])
+    sizes = np.array([s for _, s in requests])
+    refs = split_into_pages(objects, sizes, page_size)
+    pages = [max(1, -(-s // page_size)) for s in sizes.tolist()]
+    assert len(refs) == sum(pages)
+    spans = {}
+    for o, p in zip(objects.tolist(), pages):
+        spans[o] = max(spans.get(o, 0), p)
+    assert int(refs.max()) + 1 == sum(spans.values())       # each object its own range, never shared
+    # a request touches p distinct pages, starting at its object's first page
+    start = 0
+    first_page = {}
+    for o, p in zip(objects.tolist(), pages):
+        run = refs[start:start + p].tolist()
+        start += p
+        assert len(set(run)) == p and first_page.setdefault(o, run[0]) == run[0]

@@ -6,6 +6,11 @@ An upload is either the file as the request body (``Content-Type: application/oc
 form with a ``file`` part (and optionally ``name``). Either way the body may not exceed
 ``VMEMLAB_MAX_TRACE_BYTES`` (413, nothing stored). The same content uploaded twice is stored once:
 the second upload answers 200 with the first one's record.
+
+Every upload stores the trace's analysis (LRU miss-ratio curve, working sets, reuse distances;
+exact, or SHARDS-sampled above the engine's size limit), which ``GET /traces/{id}`` shows; the
+list leaves it out. A trace stored before the analysis existed answers ``analysis: null`` until
+the same file is uploaded again, which computes it.
 """
 from __future__ import annotations
 
@@ -17,10 +22,12 @@ from flask_smorest import abort
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..catalog import TraceInUse, TraceTooLarge, TraceUploadError, delete_trace, store_trace
+from ..catalog import TraceInUse, TraceTooLarge, TraceUploadError, delete_trace, store_trace, trace_file
+from ..engine.traces import TraceError
 from ..models import Trace
+from ..tracetools.analysis import analyse_file
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, get_or_404, invalid, settings
-from .schemas.traces import TraceQuerySchema, TraceSchema, TraceUploadQuerySchema
+from .schemas.traces import TraceDetailSchema, TraceQuerySchema, TraceSchema, TraceUploadQuerySchema
 from .storable import field_problems, refuse_unstorable
 
 blp = Blueprint("traces", __name__, description="Uploaded page-reference traces (one page id per reference).")
@@ -50,8 +57,8 @@ class Traces(MethodView):
         return Listing(statement)
 
     @blp.arguments(TraceUploadQuerySchema, location="query")
-    @blp.response(201, TraceSchema)
-    @blp.alt_response(200, schema=TraceSchema, description="the same content was already stored", success=True)
+    @blp.response(201, TraceDetailSchema)
+    @blp.alt_response(200, schema=TraceDetailSchema, description="the same content was already stored", success=True)
     @documented_errors(blp, 409, 413)
     @blp.doc(summary="Upload a trace", requestBody=UPLOAD_BODY)
     def post(self, args: dict):
@@ -79,8 +86,21 @@ class Traces(MethodView):
         except IntegrityError:
             db().rollback()
             abort(409, message="the same trace is being uploaded by another request; retry to get its record")
+        if trace.analysis is None:
+            _analyse(trace)
         status = 201 if trace.id > newest else 200
         return trace, status, {"Location": url_for(".TraceItem", trace_id=trace.id)}
+
+
+def _analyse(trace: Trace) -> None:
+    """Compute and store the analysis. The file was read once by store_trace already; reading it
+    again keeps catalog's storage apart from the analysis, at the cost of a second parse."""
+    try:
+        trace.analysis = analyse_file(trace_file(trace, settings()))
+    except TraceError:          # the file went away in between: the record stays without analysis
+        db().rollback()
+        return
+    db().commit()
 
 
 def _form_file(args: dict) -> tuple[IO[bytes], str]:
@@ -100,9 +120,9 @@ def _form_file(args: dict) -> tuple[IO[bytes], str]:
 
 @blp.route("/<int:trace_id>")
 class TraceItem(MethodView):
-    @blp.response(200, TraceSchema)
+    @blp.response(200, TraceDetailSchema)
     @documented_errors(blp, 404)
-    @blp.doc(summary="Get a trace's record")
+    @blp.doc(summary="Get a trace's record and analysis")
     def get(self, trace_id: int) -> Trace:
         return get_or_404(Trace, trace_id, "trace")
 

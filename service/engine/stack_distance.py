@@ -130,22 +130,59 @@ def reuse_histogram(hist: np.ndarray) -> list[dict]:
     low = 1
     while low <= d_max:
         high = min(2 * low - 1, d_max)
-        count = int(hist[low:high + 1].sum())
+        count = int(round(float(hist[low:high + 1].sum())))     # a sampled histogram holds floats
         rows.append({"min": low, "max": high, "references": count})
         low *= 2
-    rows.append({"min": None, "max": None, "references": int(hist[COLD]), "cold": True})
+    rows.append({"min": None, "max": None, "references": int(round(float(hist[COLD]))), "cold": True})
     return rows
 
 
-def trace_profile(ids: np.ndarray) -> dict:
-    """Curve, working sets and histogram of a dense trace, as plain JSON-able values."""
-    hist = distance_histogram(ids)
-    misses = lru_misses(hist)
-    refs = int(hist.sum())
+# Above this many references ``trace_profile(method="auto")`` samples (service.engine.shards).
+# The exact pass runs at about 50 M references/s here, so the limit keeps a profile to about a
+# second of work; every trace in shared/traces (20 M at most) stays exact.
+SAMPLE_ABOVE_REFS = 1 << 25
+METHODS = ("auto", "exact", "sampled")
+
+
+def trace_profile(ids: np.ndarray, method: str = "auto", rate: float | None = None) -> dict:
+    """Curve, working sets and histogram of a dense trace, as plain JSON-able values.
+
+    ``method``: "exact" (stack distances of every reference), "sampled" (SHARDS at ``rate``, or
+    by default shards.effective_rate of the footprint) or "auto" (sampled above
+    SAMPLE_ABOVE_REFS references). ``misses`` is then an estimate, clipped to [D, n]."""
+    from . import shards        # here, not at the top: shards builds on this module's kernel
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    refs = int(ids.size)
+    sampled = method == "sampled" or (method == "auto" and refs > SAMPLE_ABOVE_REFS)
+    facts: dict = {"method": "exact", "sampling_rate": None}
+    if sampled:
+        footprint = int(ids.max()) + 1 if refs else 0
+        # an explicit rate is taken as given (to measure the error); the default has a floor
+        used = shards.effective_rate(footprint) if rate is None else _check_rate(rate)
+        # a sample of every page is the exact computation, without the sampling's extra pass
+        sampled = used < 1.0
+    if sampled:
+        hist, sample = shards.sampled_histogram(ids, used)
+        misses = np.clip(lru_misses(hist), footprint, refs)
+        misses[0] = refs
+        facts = {"method": "shards", "sampling_rate": used, **sample}
+    else:
+        hist = distance_histogram(ids)
+        misses = lru_misses(hist)
     footprint = len(hist) - 1
     return {
-        "references": refs, "footprint": footprint, "cold_misses": int(hist[COLD]),
+        "references": refs, "footprint": footprint, "cold_misses": int(round(float(hist[COLD]))),
+        **facts,
         "working_set": working_set_sizes(hist),
         "reuse_histogram": reuse_histogram(hist),
         "misses": misses,      # numpy array indexed by frames; callers choose what to print
     }
+
+
+def _check_rate(rate: float) -> float:
+    if not 0 < rate <= 1:
+        raise ValueError(f"sampling rate must be in (0, 1], not {rate}")
+    return float(rate)

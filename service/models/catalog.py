@@ -59,6 +59,9 @@ class Trace(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(BigInteger)
     footprint_pages: Mapped[int] = mapped_column(BigInteger)
+    # the LRU curve, working sets and reuse histogram (service.tracetools.analysis), computed at
+    # upload; None for traces uploaded before migration 0008 until they are uploaded again
+    analysis: Mapped[Optional[dict[str, Any]]] = mapped_column(default=None)
     # ref_count: a column_property counting its experiment_traces rows (models/experiments.py)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .importers import as_created_file
+
 CHUNK_BYTES = 1 << 22
 VALGRIND_HINT = "valgrind is not installed; on Debian/Ubuntu: apt-get install valgrind"
 
@@ -125,6 +127,7 @@ def record(command: Sequence[str], output: str | os.PathLike, *, instructions: b
                 raise RecordError(f"{' '.join(command)} exited with status {status}{detail}; nothing written")
             if refs == 0:
                 raise RecordError("lackey reported no memory references; nothing written")
+        as_created_file(tmp_name)
         os.replace(tmp_name, output)
     except BaseException:
         if proc is not None and proc.poll() is None:      # interrupted: do not leave it running

@@ -6,6 +6,8 @@ script and nothing from another site) over the same database and code as the API
   API itself (service.web.create), then ``/experiments/<id>/progress`` until the runs end;
 - ``/compare?runs=1,2``: any runs side by side with overlaid charts (service.web.compare);
 - ``/plugins``: the registry, with an admin's actions (service.web.plugins);
+- ``/traces`` and ``/traces/<id>``: uploaded traces, each with its LRU miss-ratio curve charted
+  (service.web.traces);
 - ``/sign-in``: the token, kept in the session cookie for the browser session (service.web.auth).
 
 The report pages (``/experiments/<id>/report`` ...) stay in service.api.report; these pages link
@@ -35,7 +37,7 @@ def not_found(error: Any) -> tuple[str, int]:
 
 
 # imported for their routes on ``web``
-from . import auth, compare, create, history, plugins  # noqa: E402,F401
+from . import auth, compare, create, history, plugins, traces  # noqa: E402,F401
 
 
 def register_web(app: Flask) -> None:
