@@ -6,7 +6,9 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Optional, Union
+from typing import IO, Any, Callable, Optional, Union
+
+import numpy as np
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,10 +30,12 @@ class TraceTooLarge(TraceUploadError):
 
 
 def store_trace(session: Session, name: str, data: Union[bytes, IO[bytes]],
-                settings: Optional[Settings] = None) -> Trace:
+                settings: Optional[Settings] = None,
+                analyse: Optional[Callable[[np.ndarray], dict]] = None) -> Trace:
     """Store an uploaded trace under the trace folder, named by its SHA-256, and record its
-    checksum, size, format, length and footprint. The same content uploaded twice is stored once:
-    the existing row is returned. Raises TraceUploadError for a file over
+    checksum, size, format, length and footprint, and ``analyse(page ids)`` as its analysis when
+    given (on the ids read here, so that a large upload is parsed once). The same content uploaded
+    twice is stored once: the existing row is returned. Raises TraceUploadError for a file over
     ``settings.max_trace_bytes`` (TraceTooLarge) or one ``service.engine.traces.load_trace`` cannot read."""
     settings = settings or get_settings()
     settings.trace_dir.mkdir(parents=True, exist_ok=True)
@@ -51,17 +55,22 @@ def store_trace(session: Session, name: str, data: Union[bytes, IO[bytes]],
         if existing is not None and (settings.trace_dir / existing.path).is_file():
             return existing
         try:
-            stats = trace_stats(load_trace(tmp))
+            ids = load_trace(tmp)
         except TraceError as exc:
             raise TraceUploadError(f"{name}: {exc.message}" + (f" (line {exc.line})" if exc.line else "")) from None
+        stats = trace_stats(ids)
+        analysis = analyse(ids) if analyse is not None and (existing is None or existing.analysis is None) else None
+        del ids
         with open(tmp, "rb") as f:
             head = f.read(8)
         os.replace(tmp, settings.trace_dir / sha)
         tmp = None
         if existing is not None:      # the row outlived its file: the file is back
+            if analysis is not None:
+                existing.analysis = analysis
             return existing
         trace = Trace(name=name, sha256=sha, path=sha, format=_format(head), size_bytes=size,
-                      length=stats["refs"], footprint_pages=stats["footprint"])
+                      length=stats["refs"], footprint_pages=stats["footprint"], analysis=analysis)
         session.add(trace)
         session.flush()
         return trace

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from ..catalog import TraceInUse, TraceTooLarge, TraceUploadError, delete_trace, store_trace, trace_file
 from ..engine.traces import TraceError
 from ..models import Trace
-from ..tracetools.analysis import analyse_file
+from ..tracetools.analysis import analyse_file, analyse_ids
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, get_or_404, invalid, settings
 from .schemas.traces import TraceDetailSchema, TraceQuerySchema, TraceSchema, TraceUploadQuerySchema
 from .storable import field_problems, refuse_unstorable
@@ -75,7 +75,7 @@ class Traces(MethodView):
             data = request.stream
         newest = db().scalar(select(func.max(Trace.id))) or 0
         try:
-            trace = store_trace(db(), name, data, settings())
+            trace = store_trace(db(), name, data, settings(), analyse=analyse_ids)
             db().commit()
         except TraceTooLarge:
             db().rollback()
@@ -93,8 +93,8 @@ class Traces(MethodView):
 
 
 def _analyse(trace: Trace) -> None:
-    """Compute and store the analysis. The file was read once by store_trace already; reading it
-    again keeps catalog's storage apart from the analysis, at the cost of a second parse."""
+    """Compute and store the analysis of a trace stored before analyses were (store_trace makes
+    it from the ids it reads for a new file): read from its file."""
     try:
         trace.analysis = analyse_file(trace_file(trace, settings()))
     except TraceError:          # the file went away in between: the record stays without analysis
