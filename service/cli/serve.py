@@ -129,7 +129,7 @@ def command_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         broker = ("embedded (SQLite in " + str(settings.data_dir) + ")" if settings.embedded_broker
                   else _display_url(settings.broker_url))
         out.write(
-            f"vmemlab up: web     {client.base_url}/  (history, create, compare, plugins)\n"
+            f"vmemlab up: web     {client.base_url}/  (history, create, compare, traces, plugins)\n"
             f"vmemlab up: API     {client.api_url('')}  (health {client.api_url('/health')}, pid {api.pid})\n"
             + (f"vmemlab up: docs    {client.api_url('/docs')}  (OpenAPI {client.api_url('/openapi.json')})\n"
                if docs_ui_renders(settings) else "")
