@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.api.helpers import write_trace
+
 from .conftest import Stack, small_scenario
 
 try:
@@ -133,6 +135,21 @@ def test_register_a_plugin_as_admin(stack: Stack, page: Any):
     expect(page.locator("#plugin-fair-balloon .status")).to_have_text("enabled")
     page.locator("#plugin-fair-balloon").get_by_role("button", name="Disable").click()
     expect(page.locator("#plugin-fair-balloon .status")).to_have_text("disabled")
+
+
+def test_a_trace_page_charts_its_curve(stack: Stack, page: Any, tmp_path):
+    raw = write_trace(tmp_path / "loop.txt.gz", pages=2000, refs=12000).read_bytes()
+    trace = stack.http.json("POST", "/api/v1/traces?name=browser-loop", 201, data=raw,
+                            headers={"Content-Type": "application/octet-stream"})
+    page.goto(f"{stack.url}/traces")
+    page.get_by_role("link", name="browser-loop").click()
+    expect(page).to_have_url(re.compile(rf"/traces/{trace['id']}$"))
+    curve = page.locator("svg", has=page.locator("title", has_text="LRU miss-ratio curve of browser-loop")).first
+    expect(curve).to_be_visible()
+    assert curve.bounding_box()["width"] > 200                        # drawn, not an empty box
+    expect(curve.locator("polyline").first).to_be_attached()
+    expect(page.locator("p.answer")).to_contain_text("Exact LRU curve")
+    expect(page.locator("table.comparison tbody tr").first).to_be_visible()
 
 
 def test_docs_render_without_network(stack: Stack, page: Any, offline):
