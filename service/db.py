@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import Engine, Table, create_engine, event, select, update
+from sqlalchemy import Engine, Table, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,7 +119,8 @@ def hold_row(session: Session, table: Table, row_id: int) -> None:
     read there holds nothing: a write that changes nothing takes SQLite's database write lock at
     once instead (coarser than a row, the same guarantee)."""
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(table).where(table.c.id == row_id).values(id=table.c.id))
+        # plain SQL: an ORM or Core update would also set the table's onupdate columns (updated_at)
+        session.execute(text(f"UPDATE {table.name} SET id = id WHERE id = :id"), {"id": row_id})
     else:
         session.execute(select(table.c.id).where(table.c.id == row_id).with_for_update())
 

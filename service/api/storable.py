@@ -16,11 +16,12 @@ import math
 import re
 from typing import Any, Iterable, Iterator, Optional
 
-from flask import Flask, g, request
+from flask import Flask, request
 from flask_smorest import abort
 
 # request headers whose value is stored with what the request creates
 STORED_HEADERS = ("Idempotency-Key",)
+_PARSED = "vmemlab.strict_json"
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -97,13 +98,15 @@ def request_json() -> Any:
     """The request's JSON body by the rules of what this service stores (no NaN or Infinity, no
     number beyond a double), parsed once per request: the check below and the endpoint share it.
     Raises ValueError (UnicodeDecodeError included) saying why the body is not such JSON."""
-    if "strict_json" not in g:
+    # kept with the request itself: ``g`` belongs to the app context, which an outer one (a
+    # script's, a test's) can share between requests
+    if _PARSED not in request.environ:
         try:
-            g.strict_json = (json.loads(request.get_data(), parse_constant=_not_a_number,
-                                        parse_float=_finite_float), None)
+            request.environ[_PARSED] = (json.loads(request.get_data(), parse_constant=_not_a_number,
+                                                   parse_float=_finite_float), None)
         except ValueError as exc:
-            g.strict_json = (None, exc)
-    body, error = g.strict_json
+            request.environ[_PARSED] = (None, exc)
+    body, error = request.environ[_PARSED]
     if error is not None:
         raise error
     return body

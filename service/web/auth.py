@@ -3,8 +3,9 @@
 
 Flask's session cookie is signed, not encrypted: anyone who sees the cookie (a proxy's log, a
 shared machine) could read what is in it. The token is therefore kept encrypted (Fernet, from the
-``cryptography`` package, with a key derived from the app's secret key), so the cookie gives away
-nothing that works without this server.
+``cryptography`` package, with a key derived from the app's secret key by HKDF), so the cookie
+gives away no token. The cookie itself still signs its holder in to this server: it is good for
+``TOKEN_TTL_S`` after signing in, and revoking the token ends it at once.
 
 The API's ``before_request`` hook (service.api.auth) wants an ``Authorization`` header on every
 write, and on reads when reads are closed. A browser's form cannot send one, so the hook here runs
@@ -16,7 +17,6 @@ page post with it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
 from typing import Optional
 from urllib.parse import urlsplit
@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from flask import (current_app, flash, g, redirect, render_template, request, send_from_directory, session,
                    url_for)
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from werkzeug.wrappers import Response
 
 from ..api.common import db, settings
@@ -31,10 +33,16 @@ from ..auth import ADMIN, Principal, authenticate
 from . import web
 
 
+# how long a sign-in lasts in a browser that stays open (the cookie itself goes when it closes)
+TOKEN_TTL_S = 12 * 3600
+
+
 def _fernet() -> Fernet:
     # a key of its own, derived, so that the signing key is never used to encrypt as well
-    digest = hashlib.sha256(b"vmemlab web token\x00" + str(current_app.secret_key).encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(digest))
+    secret = current_app.secret_key
+    secret = secret if isinstance(secret, bytes) else str(secret).encode()
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"vmemlab web token").derive(secret)
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def _kept_token() -> Optional[str]:
@@ -42,9 +50,11 @@ def _kept_token() -> Optional[str]:
     if not sealed:
         return None
     try:
-        return _fernet().decrypt(sealed.encode()).decode()
+        # a cookie copied off a machine works for TOKEN_TTL_S at most (Fernet keeps the time it
+        # was sealed), not until the token is revoked
+        return _fernet().decrypt(sealed.encode(), ttl=TOKEN_TTL_S).decode()
     except (InvalidToken, ValueError):
-        # sealed under another secret key (rotated), or not sealed at all (an older cookie)
+        # expired, sealed under another secret key (rotated), or not sealed at all (an older cookie)
         session.pop("token", None)
         return None
 
@@ -130,7 +140,7 @@ def sign_in():
     if request.method == "GET":
         return render_template("sign_in.html", error=None, next=_safe_next(request.args.get("next")))
     who = principal()          # the token was checked and kept before this view ran
-    flash(f"Signed in with token {who.name!r} ({who.role}); it is kept until the browser closes.")
+    flash(f"Signed in with token {who.name!r} ({who.role}); it is kept until the browser closes (12 hours at most).")
     return redirect(_safe_next(request.form.get("next")))
 
 

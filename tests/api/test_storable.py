@@ -101,3 +101,14 @@ def test_a_submission_body_is_parsed_once_and_odd_numbers_with_nul_still_name_th
                       content_type="application/json")
     assert odd.status_code == 422 and "name" in odd.get_json()["errors"]["json"]
     assert counts() == before
+
+
+def test_each_request_gets_its_own_body_under_one_outer_app_context(app):
+    """An outer app context (a script's, a test's) spans several requests: none may see another's body."""
+    from service.api.storable import request_json
+    with app.app_context():
+        bodies = []
+        for body in ({"a": 1}, {"b": 2}):
+            with app.test_request_context("/", method="POST", json=body):
+                bodies.append(request_json())
+    assert bodies == [{"a": 1}, {"b": 2}]

@@ -84,6 +84,16 @@ def test_forms_need_the_session_csrf_token_and_a_valid_token(site):
     assert token not in cookie.value and token not in json.dumps(held) and held["token"]
 
 
+def test_a_sign_in_lasts_its_time_and_no_longer(site, monkeypatch):
+    client, token = site(VMEMLAB_OPEN_READS="0")
+    csrf = csrf_of(client.get("/sign-in").get_data(as_text=True))
+    assert client.post("/sign-in", data={"csrf": csrf, "token": token}).status_code == 302
+    assert client.get("/plugins").status_code == 200
+    monkeypatch.setattr("service.web.auth.TOKEN_TTL_S", -1)          # as if the time had passed
+    expired = client.get("/plugins")
+    assert expired.status_code == 401 and "Reading needs a token" in expired.get_data(as_text=True)
+
+
 def test_closed_reads_ask_for_a_token_first(site):
     client, token = site(VMEMLAB_OPEN_READS="0")
     assert client.get("/api/v1/runs").status_code == 401
