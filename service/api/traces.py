@@ -20,6 +20,7 @@ from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 from sqlalchemy.exc import IntegrityError
 
 from ..catalog import TraceInUse, TraceTooLarge, TraceUploadError, delete_trace, store_trace, trace_file
@@ -50,7 +51,8 @@ class Traces(MethodView):
     @blp.paginate(SQLPage)
     @blp.doc(summary="List uploaded traces")
     def get(self, args: dict) -> Listing:
-        statement = select(Trace).order_by(Trace.id)
+        # the list shows no analysis: not read (tens of KB a row)
+        statement = select(Trace).options(defer(Trace.analysis)).order_by(Trace.id)
         for key in ("name", "sha256"):
             if key in args:
                 statement = statement.where(getattr(Trace, key) == args[key])

@@ -47,6 +47,8 @@ def analyse_ids(ids: np.ndarray, method: str = "auto") -> dict:
         "version": VERSION,
         "method": profile["method"],
         "sampling_rate": profile["sampling_rate"],
+        # below this many pages a sampled curve cannot tell sizes apart (docs/traces.md)
+        "resolution_pages": 1 if not profile["sampling_rate"] else int(np.ceil(1 / profile["sampling_rate"])),
         "references": refs,
         "footprint_pages": profile["footprint"],
         "cold_misses": profile["cold_misses"],

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from flask import abort, render_template
 from sqlalchemy import select
+from sqlalchemy.orm import defer
 
 from ..api.common import db
 from ..charts import bar_chart, line_chart
@@ -16,7 +17,9 @@ from . import web
 
 @web.get("/traces")
 def traces():
-    rows = db().scalars(select(Trace).order_by(Trace.id.desc())).all()
+    # of the analysis (tens of KB a row) the list shows only how it was made
+    method = Trace.analysis["method"].as_string()
+    rows = db().execute(select(Trace, method).options(defer(Trace.analysis)).order_by(Trace.id.desc())).all()
     return render_template("traces.html", traces=rows)
 
 
@@ -28,7 +31,9 @@ def trace_page(trace_id: int):
     analysis: Optional[dict[str, Any]] = trace.analysis
     charts = []
     if analysis:
-        curve = analysis["curve"]
+        # a sampled curve is charted from the size it resolves (docs/traces.md)
+        resolution = analysis.get("resolution_pages", 1)
+        curve = [p for p in analysis["curve"] if p["frames"] >= resolution] or analysis["curve"]
         charts.append(line_chart(
             f"LRU miss-ratio curve of {trace.name}", [p["mb"] for p in curve],
             [("miss ratio (first references included)", [p["miss_ratio"] for p in curve])],

@@ -86,9 +86,13 @@ def test_a_trace_above_the_limit_stores_the_sampled_curve(api, tmp_path, monkeyp
     path = write_trace(tmp_path / "big.txt.gz", pages=20000, refs=60000)
     analysis = api.client.post("/api/v1/traces?name=big", data=path.read_bytes(),
                                content_type="application/octet-stream").get_json()["analysis"]
-    assert analysis["method"] == "shards" and analysis["sampling_rate"] == 0.01
+    assert analysis["method"] == "shards" and analysis["sampling_rate"] == 0.01 and analysis["resolution_pages"] == 100
     ratios = [p["miss_ratio"] for p in analysis["curve"]]
     assert ratios == sorted(ratios, reverse=True) and 0 <= ratios[-1] <= ratios[0] <= 1
     exact = lru_misses(distance_histogram(load_trace(path)))
     error = np.mean([abs(p["miss_ratio"] - exact[p["frames"]] / 60000) for p in analysis["curve"]])
     assert error < 0.05
+    trace_id = api.get("/api/v1/traces?name=big").get_json()[0]["id"]
+    page = " ".join(api.get(f"/traces/{trace_id}").get_data(as_text=True).split())
+    assert "cannot tell sizes below 100 pages apart" in page and "(not resolved)" in page
+    assert "shards" in api.get("/traces").get_data(as_text=True)          # the list's method, read alone

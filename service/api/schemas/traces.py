@@ -43,6 +43,9 @@ class TraceAnalysisSchema(Schema):
     method = fields.String(metadata={"description": "exact (every reference's stack distance) or shards (spatially "
                                                     "hashed sample, for traces above the size limit; see docs/traces.md)"})
     sampling_rate = fields.Float(allow_none=True, metadata={"description": "SHARDS rate; null when exact"})
+    resolution_pages = fields.Integer(metadata={
+        "description": "the curve is resolved from this many pages up: a sampled curve cannot tell smaller sizes "
+                       "apart (about 1/sampling_rate); 1 when exact"})
     references = fields.Integer()
     footprint_pages = fields.Integer()
     cold_misses = fields.Integer(metadata={"description": "first references: misses at every size"})
