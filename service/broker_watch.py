@@ -51,6 +51,7 @@ EPOCH_KEY = "vmemlab:broker-epoch:{queue}"
 RECOVERY_LEASE_S = 60
 SOCKET_TIMEOUT_S = 1.0
 _clients: dict[str, Any] = {}
+_unwatched: set[str] = set()
 
 
 def epoch_key(queue: str) -> str:
@@ -61,7 +62,15 @@ def _client(settings: Settings) -> Any:
     """A Redis client of the broker (kept: redis-py reconnects by itself), or None when the
     broker is not Redis."""
     url = settings.redis_url
-    if settings.embedded_broker or not url or not url.startswith(("redis://", "rediss://", "unix://")):
+    if settings.embedded_broker or not url:
+        return None
+    if not url.startswith(("redis://", "rediss://")):
+        # a Redis reached by a socket (kombu's redis+socket://) or another broker: no epoch key
+        # here, and lost messages wait for the periodic sweep (VMEMLAB_REQUEUE_AFTER_S)
+        if url not in _unwatched:
+            _unwatched.add(url)
+            log.warning("broker check off for %s: only redis:// and rediss:// brokers are watched; runs whose "
+                        "messages the broker loses are sent again after VMEMLAB_REQUEUE_AFTER_S", url.split("@")[-1])
         return None
     client = _clients.get(url)
     if client is None:

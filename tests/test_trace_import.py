@@ -147,6 +147,19 @@ def test_bad_object_sizes_name_the_line_and_write_nothing(tmp_path, capsys):
     assert list(out.parent.iterdir()) == []
 
 
+def test_a_split_too_large_for_memory_is_refused_before_it_is_built(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("service.tracetools.importers.MAX_SPLIT_REFERENCES", 1000)
+    source, out = tmp_path / "big.csv", tmp_path / "out" / "t.txt"
+    out.parent.mkdir()
+    source.write_text("1,4096000\n2,4096\n")                    # 1,000 + 1 pages at 4 KiB
+    assert main(["trace", "import", str(source), "--format", "csv", "--object-size-column", "2",
+                 "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1,001 page references" in err and "--page-size" in err and list(out.parent.iterdir()) == []
+    assert main(["trace", "import", str(source), "--format", "csv", "--object-size-column", "2",
+                 "--page-size", "65536", "--output", str(out)]) == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20_000)), min_size=1, max_size=60),
        st.sampled_from([512, 4096]))

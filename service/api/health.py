@@ -44,8 +44,9 @@ class BrokerCheckSchema(CheckSchema):
     embedded = fields.Boolean()
     epoch = fields.Dict(allow_none=True, metadata={
         "description": "Redis: since when the broker holds its data (since), the worker that found it emptied "
-                       "(worker) and the queued runs it sent again then (resent_runs); null: the broker lost its "
-                       "data and no worker has looked since (they look every VMEMLAB_BROKER_CHECK_S)"})
+                       "(worker) and the queued runs it sent again then (resent_runs); {\"state\": \"recovering\", ...} while "
+                       "a worker is sending them; null: the broker lost its data and no worker has looked since "
+                       "(they look every VMEMLAB_BROKER_CHECK_S)"})
 
 
 class WorkersCheckSchema(CheckSchema):

@@ -31,6 +31,8 @@ import numpy as np
 from ..engine.traces import TraceError, renumber_dense
 
 FORMATS = ("oracle-general", "csv", "text")
+# page references a size split builds in memory (8 bytes each, a few copies): 1 G is ~30 GB at peak
+MAX_SPLIT_REFERENCES = 500_000_000
 ORACLE_GENERAL = np.dtype([("timestamp", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"),
                            ("next_access_vtime", "<i8")])
 _LINES_PER_WRITE = 1 << 16
@@ -193,6 +195,11 @@ def import_trace(source: str | os.PathLike, output: str | os.PathLike, fmt: str,
             objects, sizes = read_column_sizes(source, fmt, column, size_column, skip_header)
             if objects.size == 0:
                 raise TraceError(source, None, "the input holds no references; nothing written")
+        total = int(np.maximum(1, -(-np.asarray(sizes, dtype=np.int64) // page_size)).sum())
+        if total > MAX_SPLIT_REFERENCES:
+            raise TraceError(source, None, f"split into {page_size}-byte pages, the {objects.size:,} requests make "
+                                           f"{total:,} page references, over the {MAX_SPLIT_REFERENCES:,} this "
+                                           f"import holds in memory: use a larger --page-size")
         dense = split_into_pages(objects, sizes, page_size)
         refs = write_ids_atomically(output, [dense])
         return {"output": str(output), "references": refs, "distinct_pages": int(dense.max()) + 1,
