@@ -17,7 +17,9 @@ from . import db
 from .api import blueprints
 from .api.auth import SECURITY_SCHEME, TokenDocs, register_auth
 from .api.common import AppState, IdConverter, LimitDocs, SchemaExtras, close_db
+from .api.finished import BodyCache
 from .api.links import LinkDocs
+from .api.reads import read_sessions
 from .api.operations import OperationIds
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.storable import register_storable_check
@@ -56,8 +58,10 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
         app.config.update(OPENAPI_SWAGGER_UI_PATH="docs", OPENAPI_SWAGGER_UI_URL=settings.docs_ui_url)
 
     celery = celery_init_app(app, settings)
-    app.extensions["vmemlab"] = AppState(settings=settings, sessions=db.session_factory(settings.database_url),
-                                         celery=celery)
+    sessions = db.session_factory(settings.database_url)
+    app.extensions["vmemlab"] = AppState(settings=settings, sessions=sessions, celery=celery,
+                                         reads=read_sessions(settings.database_url))
+    app.extensions["vmemlab.bodies"] = BodyCache()     # finished results' JSON (service.api.finished)
     app.teardown_appcontext(close_db)
 
     api = VmemlabApi(app, spec_kwargs={"extra_plugins": [TokenDocs(settings.open_reads),

@@ -1,10 +1,14 @@
 """Running the service: the API under gunicorn, the Celery worker, and both together on one
 machine (``vmemlab serve``, ``vmemlab worker``, ``vmemlab up``; service.cli parses the options).
 
-- The API runs under gunicorn's ``gthread`` workers: several processes (the GIL makes one
-  process's threads share one core), each with a few threads (a request mostly waits on the
-  database). The app is built in each worker after the fork (no preload), so no process shares
-  another's database connections.
+- The API runs under gunicorn's ``gthread`` workers: one process per core (the GIL makes one
+  process's threads share one core), each with a few threads (they overlap one request's wait on
+  the database with another's work). Measured with bench/api.py on 2 cores: 2 processes x 4
+  threads served the read mix about 1.4 times as fast as the earlier 4 x 4, with half the
+  p99: once finished results are served from each process's cache (service.api.finished), a
+  request is CPU, and more processes than cores only add context switches and cold caches. The
+  app is built in each worker after the fork (no preload), so no process shares another's
+  database connections.
 - The worker is ``celery -A service.celery_app worker``, exec'ed: signals reach Celery itself.
 - ``up`` starts both as child processes in their own sessions, so that a Ctrl-C in the terminal
   reaches ``up`` alone, which forwards one SIGTERM to each (gunicorn: graceful stop; Celery: warm
@@ -39,8 +43,8 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # --- the API: gunicorn ----------------------------------------------------------------------------
 
 def default_web_workers() -> int:
-    """Two per core, at least 2 and at most 8: the API's requests are short reads and writes."""
-    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+    """One per core, at least 2 (one busy with a slow request leaves another) and at most 8."""
+    return max(2, min(8, os.cpu_count() or 1))
 
 
 def gunicorn_options(host: str, port: int, workers: int, threads: int, access_log: bool,

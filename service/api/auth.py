@@ -18,7 +18,8 @@ from flask import Flask, current_app, request
 from flask_smorest import abort
 
 from ..auth import ADMIN, WRITE, Principal, authenticate
-from .common import db, settings
+from .common import db, read_db, settings
+from .reads import read_again_once
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 READ = "read"
@@ -73,7 +74,10 @@ def _principal() -> Principal:
                       "(create one with: vmemlab tokens create --name NAME)", None)
     if scheme.lower() != "bearer" or not token.strip():
         _unauthorized("the Authorization header must be 'Bearer <token>'", "invalid_request")
-    principal = authenticate(db(), token.strip())
+    if request.method in SAFE_METHODS:      # one round trip, no transaction (service.api.reads)
+        principal = read_again_once(lambda: authenticate(read_db(), token.strip()))
+    else:
+        principal = authenticate(db(), token.strip())
     if principal is None:
         _unauthorized("the bearer token is unknown or revoked", "invalid_token")
     return principal

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from ..models import Run
 from ..policies import DEFAULT_POLICY
 from ..runs import compare
-from .common import Blueprint, db, invalid
+from .common import Blueprint, invalid, read_db
+from .reads import retrying_reads
 from .schemas.results import ComparisonSchema
 from .schemas.runs import ComparisonsQuerySchema
 
@@ -24,9 +25,10 @@ class Comparisons(MethodView):
              "deltas and ratios against the baseline run (default: the first succeeded run of `baseline`, "
              "static unless given). `same_configuration` says whether all had the same fingerprint. "
              "A run given twice is compared once.")
+    @retrying_reads
     def get(self, args: dict) -> dict:
         ids = list(dict.fromkeys(args["runs"]))
-        found = {run.id: run for run in db().scalars(select(Run).where(Run.id.in_(ids)))}
+        found = {run.id: run for run in read_db().scalars(select(Run).where(Run.id.in_(ids)))}
         missing = [i for i in ids if i not in found]
         if missing:
             invalid("query", {"runs": [f"no run with id {', '.join(map(str, missing))}"]})

@@ -8,7 +8,7 @@ request (with the same ``Idempotency-Key``, if any) is safe.
 """
 from __future__ import annotations
 
-from flask import url_for
+from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import EXCLUDE, Schema, fields, validate
@@ -16,10 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from ..experiments import create_experiment, delete_experiment
-from ..models import CapacityProbe, Experiment, SweepPoint
+from ..models import CapacityProbe, Experiment, Run, SweepPoint
 from ..policies import DEFAULT_POLICY
 from ..runs import compare, enqueue, request_cancel
-from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, settings
+from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, read_db, settings
+from .reads import retrying_reads
+from .finished import cached, finished_experiment_version, set_version_etag
 from .schemas.experiments import (
     ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema, ExperimentSchema,
 )
@@ -27,6 +29,7 @@ from .schemas.results import ComparisonSchema
 from .submission import create_and_queue
 
 blp = Blueprint("experiments", __name__, description="Experiments: one scenario, one run per policy.")
+DETAIL, COMPARISON = ExperimentDetailSchema(), ComparisonSchema()
 
 DOCUMENT_BODY = {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/ExperimentDocument"}}}}
@@ -86,11 +89,21 @@ class Experiments(MethodView):
 
 @blp.route("/<int:experiment_id>")
 class ExperimentItem(MethodView):
+    @blp.etag
     @blp.response(200, ExperimentDetailSchema)
     @documented_errors(blp, 404)
-    @blp.doc(summary="Get an experiment with its scenario and its runs")
-    def get(self, experiment_id: int) -> Experiment:
-        return load_experiment(experiment_id)
+    @blp.doc(summary="Get an experiment with its scenario and its runs",
+             description="Once all its runs have finished it never changes: send its ETag back (If-None-Match) "
+                         "for a 304.")
+    @retrying_reads
+    def get(self, experiment_id: int):
+        version = finished_experiment_version(experiment_id)
+        if version is None:
+            return load_experiment(experiment_id, read_db())
+        set_version_etag(blp, "experiment", version[0])
+        # its links are paths under the application's root
+        return cached(("experiment", request.script_root, version[0]),
+                      lambda: DETAIL.dump(load_experiment(experiment_id, read_db())))
 
     @blp.response(204)
     @documented_errors(blp, 404, 409)
@@ -113,13 +126,22 @@ class ExperimentItem(MethodView):
 
 @blp.route("/<int:experiment_id>/comparison")
 class ExperimentComparison(MethodView):
+    @blp.etag
     @blp.arguments(ExperimentComparisonQuerySchema, location="query")
     @blp.response(200, ComparisonSchema)
     @documented_errors(blp, 404)
-    @blp.doc(summary="Every run of the experiment side by side, with deltas against a baseline policy")
-    def get(self, args: dict, experiment_id: int) -> dict:
-        experiment = load_experiment(experiment_id)
+    @blp.doc(summary="Every run of the experiment side by side, with deltas against a baseline policy",
+             description="Once all its runs have finished it never changes: send its ETag back (If-None-Match) "
+                         "for a 304.")
+    @retrying_reads
+    def get(self, args: dict, experiment_id: int):
         baseline = args.get("baseline", DEFAULT_POLICY)
+        version = finished_experiment_version(experiment_id)
+        if version is not None and ("baseline" not in args or baseline in version[1]):
+            set_version_etag(blp, "comparison", version[0], baseline)
+            return cached(("comparison", version[0], baseline),
+                          lambda: COMPARISON.dump(compare(experiment_runs(experiment_id), baseline_policy=baseline)))
+        experiment = load_experiment(experiment_id, read_db())
         policies = [run.policy_name for run in experiment.runs]
         if "baseline" in args and baseline not in policies:
             invalid("query", {"baseline": [f"the experiment has no run of policy {baseline!r}; its policies: "
@@ -136,8 +158,16 @@ def study_of(session, experiment_id: int):
     return None if search is None else f"capacity search {search}"
 
 
-def load_experiment(experiment_id: int) -> Experiment:
-    experiment = db().scalar(select(Experiment).options(*_loaded()).where(Experiment.id == experiment_id))
+def load_experiment(experiment_id: int, session=None) -> Experiment:
+    experiment = (session or db()).scalar(select(Experiment).options(*_loaded()).where(Experiment.id == experiment_id))
     if experiment is None:
         abort(404, message=f"no experiment with id {experiment_id}")
     return experiment
+
+
+def experiment_runs(experiment_id: int) -> list[Run]:
+    """An experiment's runs in order (as ``Experiment.runs``), without the experiment; 404 if none."""
+    runs = list(read_db().scalars(select(Run).where(Run.experiment_id == experiment_id).order_by(Run.id)))
+    if not runs:
+        abort(404, message=f"no experiment with id {experiment_id}")
+    return runs

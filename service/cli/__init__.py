@@ -171,7 +171,7 @@ def add_service_commands(commands: Any) -> None:
                                                            "0.0.0.0 for every interface)")
         p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
         p.add_argument("--workers", type=_positive_int, default=None,
-                       help="API worker processes (default: 2 per core, 2 to 8)")
+                       help="API worker processes (default: 1 per core, 2 to 8)")
         p.add_argument("--threads", type=_positive_int, default=4, help="threads per API worker process (default 4)")
         p.add_argument("--loglevel", default=loglevel, type=str.lower, choices=LOG_LEVELS,
                        help=f"log level (default {loglevel})")

@@ -283,6 +283,12 @@ def scripted(schema: Any, app: Flask, record: StatusRecord, token: str) -> None:
     request("GET", f"{runs}/series", "/api/v1/runs/4/series", 409)          # queued
     request("GET", f"{runs}/series.csv", "/api/v1/runs/4/series.csv", 409)
     request("POST", f"{runs}/cancel", "/api/v1/runs/4/cancel", 202)
+    # finished results answer 304 to the ETag they gave (run 1 and experiment 1 are finished)
+    for path, url in ((runs, "/api/v1/runs/1"), (f"{runs}/series", "/api/v1/runs/1/series"),
+                      ("/api/v1/experiments/{experiment_id}", "/api/v1/experiments/1"),
+                      ("/api/v1/experiments/{experiment_id}/comparison", "/api/v1/experiments/1/comparison")):
+        etag = request("GET", path, url, 200).headers["ETag"]
+        request("GET", path, url, 304, headers={"If-None-Match": etag})
 
     plugins = "/api/v1/plugins"
     client.get(plugins)                                     # the registry brought up to date
