@@ -24,7 +24,7 @@ from service.settings import Settings, use_settings
 
 from .conftest import REDIS_URL, require_redis, truncate_all
 from .helpers import busy, tiny
-from .test_faults import RedisServer
+from .redis_server import RedisServer
 from .test_worker import Workers, _environment, warm_engine  # noqa: F401  (warm_engine: an autouse fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")

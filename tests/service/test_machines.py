@@ -22,7 +22,7 @@ from service.settings import Settings, use_settings
 from tests.api.helpers import token_for, write_trace
 
 from .conftest import truncate_all
-from .test_faults import RedisServer
+from .redis_server import RedisServer
 from .test_worker import ROOT, _environment, warm_engine  # noqa: F401  (warm_engine: an autouse fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
