@@ -64,6 +64,72 @@ _INV53 = 1.0 / 9007199254740992.0
 _ZIPF_SHIFT = np.uint64(53 - ZIPF_BUCKET_BITS)
 
 
+@jit(inline="always")
+def U(i):
+    """An index known to be in range, as numba's unsigned type: numba then adds no code for
+    negative indices (a shift, an and, an add and a load of the length at every access)."""
+    return np.uint64(i)
+
+
+# --- a frame's fields ---------------------------------------------------------------------------
+# A frame's host state and flags share a cache line in ``frame_bytes``, as an LRU frame's two links
+# do in ``links`` (state.py); these name the fields. Inlined, they cost nothing.
+
+@jit(inline="always")
+def host_state_of(st, F):
+    return st.frame_bytes[U(2 * F)]
+
+
+@jit(inline="always")
+def set_host_state(st, F, hs):
+    st.frame_bytes[U(2 * F)] = hs
+
+
+@jit(inline="always")
+def flags_of(st, F):
+    return st.frame_bytes[U(2 * F + 1)]
+
+
+@jit(inline="always")
+def set_flags(st, F, fl):
+    st.frame_bytes[U(2 * F + 1)] = fl
+
+
+@jit(inline="always")
+def add_flags(st, F, bits):
+    st.frame_bytes[U(2 * F + 1)] |= bits
+
+
+@jit(inline="always")
+def clear_flags(st, F, bits):
+    st.frame_bytes[U(2 * F + 1)] &= ~bits
+
+
+@jit(inline="always")
+def keep_flags(st, F, bits):
+    st.frame_bytes[U(2 * F + 1)] &= bits
+
+
+@jit(inline="always")
+def lru_prev_of(st, F):
+    return np.int64(st.links[U(2 * F)])
+
+
+@jit(inline="always")
+def lru_next_of(st, F):
+    return np.int64(st.links[U(2 * F + 1)])
+
+
+@jit(inline="always")
+def set_lru_prev(st, F, f):
+    st.links[U(2 * F)] = f
+
+
+@jit(inline="always")
+def set_lru_next(st, F, f):
+    st.links[U(2 * F + 1)] = f
+
+
 # --- randomness and hashing ---------------------------------------------------------------------
 
 @jit(inline="always")
@@ -188,14 +254,14 @@ def compressed_quarters(st, v, page, frame, fl):
 
 @jit(inline="always")
 def lru_unlink(st, v, fb, f):
-    p = st.links[2 * (fb + f)]
-    n = st.links[2 * (fb + f) + 1]
+    p = lru_prev_of(st, fb + f)
+    n = lru_next_of(st, fb + f)
     if p >= 0:
-        st.links[2 * (fb + p) + 1] = n
+        set_lru_next(st, fb + p, n)
     else:
         st.vm_i[v, I_LRU_HEAD] = n
     if n >= 0:
-        st.links[2 * (fb + n)] = p
+        set_lru_prev(st, fb + n, p)
     else:
         st.vm_i[v, I_LRU_TAIL] = p
 
@@ -203,10 +269,10 @@ def lru_unlink(st, v, fb, f):
 @jit(inline="always")
 def lru_push_front(st, v, fb, f):
     h = st.vm_i[v, I_LRU_HEAD]
-    st.links[2 * (fb + f)] = -1
-    st.links[2 * (fb + f) + 1] = h
+    set_lru_prev(st, fb + f, -1)
+    set_lru_next(st, fb + f, h)
     if h >= 0:
-        st.links[2 * (fb + h)] = f
+        set_lru_prev(st, fb + h, f)
     else:
         st.vm_i[v, I_LRU_TAIL] = f
     st.vm_i[v, I_LRU_HEAD] = f
@@ -230,7 +296,7 @@ def is_ballooned(mark):
 
 @jit(inline="always")
 def stack_push(st, v, fb, f, head, count, kind):
-    st.frame_page[fb + f] = list_link(st.vm_i[v, head], kind)
+    st.frame_page[U(fb + f)] = list_link(st.vm_i[v, head], kind)
     st.vm_i[v, head] = f
     st.vm_i[v, count] += 1
 
@@ -238,7 +304,7 @@ def stack_push(st, v, fb, f, head, count, kind):
 @jit(inline="always")
 def stack_pop(st, v, fb, head, count):
     f = st.vm_i[v, head]
-    st.vm_i[v, head] = list_next(st.frame_page[fb + f])
+    st.vm_i[v, head] = list_next(np.int64(st.frame_page[U(fb + f)]))
     st.vm_i[v, count] -= 1
     return f
 
@@ -265,13 +331,13 @@ def balloon_pop(st, v, fb):
 
 @jit
 def fifo_push(st, v, fb, f):
-    if st.host_i[H_FIFO_ON] == 0 or (st.frame_bytes[2 * (fb + f) + 1] & F_IN_FIFO) != 0:
+    if st.host_i[H_FIFO_ON] == 0 or (flags_of(st, fb + f) & F_IN_FIFO) != 0:
         return
     n = st.vm_i[v, I_NFRAMES]
     pos = (st.vm_i[v, I_FIFO_HEAD] + st.vm_i[v, I_FIFO_LEN]) % n
     st.fifo[fb + pos] = f
     st.vm_i[v, I_FIFO_LEN] += 1
-    st.frame_bytes[2 * (fb + f) + 1] |= F_IN_FIFO
+    add_flags(st, fb + f, F_IN_FIFO)
 
 
 # --- host backing -------------------------------------------------------------------------------
@@ -286,24 +352,24 @@ def unshare(st, v, fb, f, page, fl):
     st.share_ref[slot] -= 1
     if st.share_ref[slot] == 0:
         st.host_i[H_SHARED_FRAMES] -= 1
-        st.frame_bytes[2 * (fb + f)] = H_RAM
+        set_host_state(st, fb + f, H_RAM)
         st.vm_i[v, I_BACKED_Q] += 4
         st.vm_i[v, I_RESIDENT] += 1
         fifo_push(st, v, fb, f)
     else:
-        st.frame_bytes[2 * (fb + f)] = H_UNBACKED
+        set_host_state(st, fb + f, H_UNBACKED)
 
 
 @jit
 def release_backing(st, v, fb, f):
     """Drop the host backing of a guest frame that holds no page (ballooned, reset)."""
-    hs = st.frame_bytes[2 * (fb + f)]
+    hs = host_state_of(st, fb + f)
     if hs == H_RAM:
         st.vm_i[v, I_BACKED_Q] -= 4
         st.host_i[H_FREE_Q] += 4
         st.vm_i[v, I_RESIDENT] -= 1
     elif hs == H_COMPRESSED:
-        q = 2 if (st.frame_bytes[2 * (fb + f) + 1] & F_CBIG) != 0 else 1
+        q = 2 if (flags_of(st, fb + f) & F_CBIG) != 0 else 1
         st.vm_i[v, I_BACKED_Q] -= q
         st.vm_i[v, I_COMP_Q] -= q
         st.host_i[H_FREE_Q] += q
@@ -314,19 +380,19 @@ def release_backing(st, v, fb, f):
     elif hs == H_SMART:
         st.vm_i[v, I_SMART] -= 1
         st.host_i[H_SMART_USED] -= 1
-    st.frame_bytes[2 * (fb + f)] = H_UNBACKED
-    st.frame_bytes[2 * (fb + f) + 1] &= ~F_CBIG
+    set_host_state(st, fb + f, H_UNBACKED)
+    clear_flags(st, fb + f, F_CBIG)
 
 
 @jit
 def backing_quarters(st, F):
     """Host quarters guest frame F holds: 4 in RAM or in a Smart Paging file, 1 or 2 compressed,
     0 otherwise (unbacked, shared, host-swapped)."""
-    hs = st.frame_bytes[2 * F]
+    hs = host_state_of(st, F)
     if hs == H_RAM or hs == H_SMART:
         return 4
     if hs == H_COMPRESSED:
-        return 2 if (st.frame_bytes[2 * F + 1] & F_CBIG) != 0 else 1
+        return 2 if (flags_of(st, F) & F_CBIG) != 0 else 1
     return 0
 
 
@@ -349,7 +415,7 @@ def share_frame(st, v, F, slot):
     """Map guest frame F (backed by private RAM) of VM v onto the host frame holding its content.
     The first holder of a content becomes that frame (ESX's hint: nothing saved yet); each later
     one frees its own host page. Returns True if a host page was freed."""
-    st.frame_bytes[2 * F] = H_SHARED
+    set_host_state(st, F, H_SHARED)
     st.vm_i[v, I_RESIDENT] -= 1
     st.vm_i[v, I_SHARED] += 1
     st.vm_i[v, I_BACKED_Q] -= 4
@@ -376,8 +442,8 @@ def pick_host_victim(st, u):
             f = st.fifo[fb + st.vm_i[u, I_FIFO_HEAD]]
             st.vm_i[u, I_FIFO_HEAD] = (st.vm_i[u, I_FIFO_HEAD] + 1) % n
             st.vm_i[u, I_FIFO_LEN] -= 1
-            st.frame_bytes[2 * (fb + f) + 1] &= ~F_IN_FIFO
-            if st.frame_bytes[2 * (fb + f)] == H_RAM:
+            clear_flags(st, fb + f, F_IN_FIFO)
+            if host_state_of(st, fb + f) == H_RAM:
                 return f
     elif strategy == V_CLOCK:
         hand = st.vm_i[u, I_HHAND]
@@ -386,9 +452,9 @@ def pick_host_victim(st, u):
             hand += 1
             if hand >= present:
                 hand = 0
-            if st.frame_bytes[2 * (fb + f)] == H_RAM:
-                if (st.frame_bytes[2 * (fb + f) + 1] & F_ACCESSED) != 0:
-                    st.frame_bytes[2 * (fb + f) + 1] &= ~F_ACCESSED
+            if host_state_of(st, fb + f) == H_RAM:
+                if (flags_of(st, fb + f) & F_ACCESSED) != 0:
+                    clear_flags(st, fb + f, F_ACCESSED)
                 else:
                     st.vm_i[u, I_HHAND] = hand
                     return f
@@ -396,12 +462,12 @@ def pick_host_victim(st, u):
     # random (ESX's choice: blind, and immune to pathological interplay with the guest's LRU)
     for _ in range(64):
         f = rand_below(st.rng, st.host_i[H_RNG], present)
-        if st.frame_bytes[2 * (fb + f)] == H_RAM:
+        if host_state_of(st, fb + f) == H_RAM:
             return f
     start = rand_below(st.rng, st.host_i[H_RNG], present)
     for i in range(present):
         f = (start + i) % present
-        if st.frame_bytes[2 * (fb + f)] == H_RAM:
+        if host_state_of(st, fb + f) == H_RAM:
             return f
     return -1
 
@@ -415,20 +481,20 @@ def evict_to_host_storage(st, u, f, t, to_smart):
     F = fb + f
     if not to_smart and st.vm_i[u, I_SHARE_FIRST] != 0:
         # W02 4.3: try to share a page before paging it out
-        slot = content_slot(st, u, st.frame_page[F], st.frame_bytes[2 * F + 1])
+        slot = content_slot(st, u, st.frame_page[F], flags_of(st, F))
         if slot >= 0:
             if share_frame(st, u, F, slot):
                 st.vm_c[u, C_SHARED_BEFORE_SWAP] += 1
             return 0.0
     if not to_smart and st.vm_i[u, I_COMPRESS] != 0:
         page = st.frame_page[F]
-        q = compressed_quarters(st, u, page, f, st.frame_bytes[2 * F + 1])
+        q = compressed_quarters(st, u, page, f, flags_of(st, F))
         if q > 0 and st.vm_i[u, I_COMP_Q] + q <= st.vm_i[u, I_COMP_CAP_Q]:
-            st.frame_bytes[2 * F] = H_COMPRESSED
+            set_host_state(st, F, H_COMPRESSED)
             if q == 2:
-                st.frame_bytes[2 * F + 1] |= F_CBIG
+                add_flags(st, F, F_CBIG)
             else:
-                st.frame_bytes[2 * F + 1] &= ~F_CBIG
+                clear_flags(st, F, F_CBIG)
             st.vm_i[u, I_COMP_Q] += q
             st.vm_i[u, I_BACKED_Q] -= 4 - q
             st.host_i[H_FREE_Q] += 4 - q
@@ -440,12 +506,12 @@ def evict_to_host_storage(st, u, f, t, to_smart):
     st.host_i[H_FREE_Q] += 4
     st.vm_i[u, I_RESIDENT] -= 1
     if to_smart:
-        st.frame_bytes[2 * F] = H_SMART
+        set_host_state(st, F, H_SMART)
         st.vm_i[u, I_SMART] += 1
         st.host_i[H_SMART_USED] += 1
         st.vm_c[u, C_SMART_OUT] += 1
         return device_io(st, st.vm_i[u, I_SMART_DEV], t, True)
-    st.frame_bytes[2 * F] = H_SWAPPED
+    set_host_state(st, F, H_SWAPPED)
     st.vm_i[u, I_SWAPPED] += 1
     st.host_i[H_SWAP_USED] += 1
     st.vm_c[u, C_HOST_SWAP_OUT] += 1
@@ -556,7 +622,7 @@ def host_fault_in(st, v, fb, f, t):
     """Give guest frame f of VM v host RAM: zero-fill, swap-in, Smart Paging read or
     decompression, by where its content is."""
     F = fb + f
-    hs = st.frame_bytes[2 * F]
+    hs = host_state_of(st, F)
     # what v's holding grows by: a page less what the frame already held (compressed, Smart Paged)
     stall = obtain_host_page(st, v, t, 4 - backing_quarters(st, F))
     if stall < 0.0:
@@ -572,8 +638,8 @@ def host_fault_in(st, v, fb, f, t):
         st.vm_i[v, I_SMART] -= 1
         st.host_i[H_SMART_USED] -= 1
     elif hs == H_COMPRESSED:
-        q = 2 if (st.frame_bytes[2 * F + 1] & F_CBIG) != 0 else 1
-        st.frame_bytes[2 * F + 1] &= ~F_CBIG
+        q = 2 if (flags_of(st, F) & F_CBIG) != 0 else 1
+        clear_flags(st, F, F_CBIG)
         st.vm_i[v, I_BACKED_Q] -= q
         st.vm_i[v, I_COMP_Q] -= q
         st.host_i[H_FREE_Q] += q
@@ -583,7 +649,7 @@ def host_fault_in(st, v, fb, f, t):
     else:
         stall += st.host_f[HF_ZERO_FILL_NS]
         st.vm_c[v, C_ZERO_FILL] += 1
-    st.frame_bytes[2 * F] = H_RAM
+    set_host_state(st, F, H_RAM)
     st.vm_i[v, I_RESIDENT] += 1
     fifo_push(st, v, fb, f)
     return stall
@@ -599,7 +665,7 @@ def cow_break(st, v, fb, f, page, fl, t):
         st.vm_i[v, I_SHARED] -= 1
         st.vm_i[v, I_BACKED_Q] += 4
         st.vm_i[v, I_RESIDENT] += 1
-        st.frame_bytes[2 * (fb + f)] = H_RAM
+        set_host_state(st, fb + f, H_RAM)
         fifo_push(st, v, fb, f)
         return 0.0
     stall = obtain_host_page(st, v, t, 0)
@@ -608,7 +674,7 @@ def cow_break(st, v, fb, f, page, fl, t):
     st.share_ref[slot] -= 1
     st.vm_i[v, I_SHARED] -= 1
     st.vm_i[v, I_RESIDENT] += 1
-    st.frame_bytes[2 * (fb + f)] = H_RAM
+    set_host_state(st, fb + f, H_RAM)
     st.vm_c[v, C_COW_BREAK] += 1
     fifo_push(st, v, fb, f)
     return stall + st.host_f[HF_COW_NS]
@@ -629,9 +695,9 @@ def guest_victim(st, v, fb):
         hand += 1
         if hand >= present:
             hand = 0
-        if st.frame_page[fb + f] >= 0:
-            if repl == R_CLOCK and (st.frame_bytes[2 * (fb + f) + 1] & F_GREF) != 0:
-                st.frame_bytes[2 * (fb + f) + 1] &= ~F_GREF
+        if st.frame_page[U(fb + f)] >= 0:
+            if repl == R_CLOCK and (flags_of(st, fb + f) & F_GREF) != 0:
+                clear_flags(st, fb + f, F_GREF)
                 continue
             st.vm_i[v, I_GHAND] = hand
             return f
@@ -647,10 +713,10 @@ def guest_evict(st, v, fb, pb, t):
     f = guest_victim(st, v, fb)
     F = fb + f
     page = st.frame_page[F]
-    fl = st.frame_bytes[2 * F + 1]
+    fl = flags_of(st, F)
     stall = 0.0
     if (fl & F_COPY) == 0:
-        hs = st.frame_bytes[2 * F]
+        hs = host_state_of(st, F)
         if hs != H_RAM and hs != H_SHARED:
             if hs == H_SWAPPED or hs == H_SMART:
                 st.vm_c[v, C_DOUBLE_PAGING] += 1
@@ -666,11 +732,11 @@ def guest_evict(st, v, fb, pb, t):
         st.vm_c[v, C_GUEST_PAGE_OUT] += 1
     if st.vm_i[v, I_REPL] == R_LRU:
         lru_unlink(st, v, fb, f)
-    if st.frame_bytes[2 * F] == H_SHARED:
+    if host_state_of(st, F) == H_SHARED:
         unshare(st, v, fb, f, page, fl)
     st.page_table[pb + page] = PAGED_WRITTEN if (fl & F_WRITTEN) != 0 else PAGED
     st.frame_page[F] = FREE
-    st.frame_bytes[2 * F + 1] &= HOST_BITS   # re-read: the host bits may have changed while faulting it in
+    keep_flags(st, F, HOST_BITS)   # re-read: the host bits may have changed while faulting it in
     st.vm_i[v, I_NINUSE] -= 1
     st.vm_i[v, I_PAGED] += 1
     return f, stall
@@ -689,7 +755,7 @@ def guest_page_fault(st, v, fb, pb, page, t):
             return s
         stall = s
     F = fb + f
-    if st.frame_bytes[2 * F] != H_RAM:
+    if host_state_of(st, F) != H_RAM:
         s = host_fault_in(st, v, fb, f, t + stall)
         if s < 0.0:
             free_push(st, v, fb, f)
@@ -709,7 +775,7 @@ def guest_page_fault(st, v, fb, pb, page, t):
         new_flags = F_COPY | (F_WRITTEN if old == PAGED_WRITTEN else 0)
     st.page_table[G] = f
     st.frame_page[F] = page
-    st.frame_bytes[2 * F + 1] = (st.frame_bytes[2 * F + 1] & HOST_BITS) | new_flags
+    set_flags(st, F, (flags_of(st, F) & HOST_BITS) | new_flags)
     st.vm_i[v, I_NINUSE] += 1
     if st.vm_i[v, I_REPL] == R_LRU:
         lru_push_front(st, v, fb, f)
@@ -731,16 +797,16 @@ def access(st, v, fb, pb, repl, page, write, t):
         # only a later hit gives it a second chance
         touch = F_ACCESSED | F_SAMPLE
     F = fb + f
-    hs = st.frame_bytes[2 * F]
+    hs = host_state_of(st, F)
     if hs != H_RAM and hs != H_SHARED:
         s = host_fault_in(st, v, fb, f, t + stall)
         if s < 0.0:
             return s
         stall += s
-    st.frame_bytes[2 * F + 1] |= touch
-    fl = st.frame_bytes[2 * F + 1]
+    add_flags(st, F, touch)
+    fl = flags_of(st, F)
     if write and (fl & (F_WRITTEN | F_COPY)) != F_WRITTEN:
-        if st.frame_bytes[2 * F] == H_SHARED:
+        if host_state_of(st, F) == H_SHARED:
             s = cow_break(st, v, fb, f, page, fl, t + stall)
             if s < 0.0:
                 return s
@@ -748,7 +814,7 @@ def access(st, v, fb, pb, repl, page, write, t):
         if (fl & F_COPY) != 0:
             st.vm_i[v, I_PF_SLOTS] -= 1   # the page file copy is stale now; its slot is freed
         # cow_break may have queued the frame in the host FIFO: update, do not overwrite
-        st.frame_bytes[2 * F + 1] = (st.frame_bytes[2 * F + 1] | F_WRITTEN) & ~F_COPY
+        set_flags(st, F, (flags_of(st, F) | F_WRITTEN) & ~F_COPY)
     if repl == R_LRU and st.vm_i[v, I_LRU_HEAD] != f:
         lru_unlink(st, v, fb, f)
         lru_push_front(st, v, fb, f)
@@ -766,14 +832,14 @@ def free_pages(st, v, start, n):
         pt = st.page_table[pb + page]
         if pt >= 0:
             F = fb + pt
-            fl = st.frame_bytes[2 * F + 1]
-            if st.frame_bytes[2 * F] == H_SHARED:
+            fl = flags_of(st, F)
+            if host_state_of(st, F) == H_SHARED:
                 unshare(st, v, fb, pt, page, fl)
             if (fl & F_COPY) != 0:
                 st.vm_i[v, I_PF_SLOTS] -= 1
             if st.vm_i[v, I_REPL] == R_LRU:
                 lru_unlink(st, v, fb, pt)
-            st.frame_bytes[2 * F + 1] &= HOST_BITS
+            keep_flags(st, F, HOST_BITS)
             free_push(st, v, fb, pt)
             st.vm_i[v, I_NINUSE] -= 1
             st.vm_i[v, I_TOUCHED] -= 1
@@ -918,6 +984,204 @@ def prefetch_ahead(page_table, frame_bytes, links, ahead, fb, pb, head, repl):
                 prefetch(links, 2 * (fb + after))
 
 
+@jit
+def simple_refs(st, v, p, clock, stop_t, n, left, stall_sum, gidx, wrap, head, drawn, use_ahead):
+    """VM v's references from the current one on, while each needs no host work: a hit on a frame
+    in host RAM (or shared, when read), or, while nothing of v is shared, compressed, host-swapped
+    or Smart Paged (so every frame in use is in host RAM), a guest page fault served from a free
+    frame in RAM or by evicting the guest's victim. Stops at t ``stop_t``, at ``left``
+    references, or at the first reference that needs more, which it returns as pending for
+    access(). Each step is the one access() and guest_page_fault() take, in the same order and
+    with the same floating-point operations, so results do not depend on which path served a
+    reference. A function of its own, called once per run of references: the loop then keeps
+    its few values in registers. Returns (clock, n, stall_sum, gidx, head, drawn, pending,
+    page, write)."""
+    fb = st.vm_i[v, I_FRAME_BASE]
+    pb = st.vm_i[v, I_PAGE_BASE]
+    repl = st.vm_i[v, I_REPL]
+    rng = st.rng
+    page_table = st.page_table
+    frame_page = st.frame_page
+    frame_bytes = st.frame_bytes
+    links = st.links
+    vm_i = st.vm_i
+    vm_c = st.vm_c
+    traces = st.traces
+    zipf_ranks = st.zipf_ranks
+    ahead = st.ahead
+    kind = st.ph_i[p, P_KIND]
+    start = st.ph_i[p, P_START]
+    npages = st.ph_i[p, P_NPAGES]
+    toff = st.ph_i[p, P_TRACE_OFF]
+    hot = st.ph_i[p, P_HOT_PAGES]
+    compute = st.ph_f[p, P_COMPUTE_NS]
+    wr = st.ph_f[p, P_WRITE]
+    zs = st.ph_f[p, P_ZIPF_S]
+    zhx1 = st.ph_f[p, P_ZIPF_HX1]
+    zhn = st.ph_f[p, P_ZIPF_HN]
+    zss = st.ph_f[p, P_ZIPF_SS]
+    hot_prob = st.ph_f[p, P_HOT_PROB]
+    pf_dev = vm_i[v, I_PF_DEV]
+    guest_fault_ns = st.host_f[HF_GUEST_FAULT_NS]
+    zero_fill_ns = st.host_f[HF_ZERO_FILL_NS]
+    host_i = st.host_i
+    miss_ok = (vm_i[v, I_SHARED] == 0 and vm_i[v, I_SWAPPED] == 0 and vm_i[v, I_COMPRESSED] == 0
+               and vm_i[v, I_SMART] == 0)
+    page = np.int64(0)
+    write = False
+    pending = False
+    row = vm_i[v]
+    crow = vm_c[v]
+    vu = U(v)
+    # the guest's LRU list ends, in registers while the loop runs (written back when it stops)
+    lru_head = row[I_LRU_HEAD]
+    lru_tail = row[I_LRU_TAIL]
+    read_trace = kind == K_TRACE and wr <= 0.0
+    trace_ahead = read_trace and npages >= AHEAD_MIN_PAGES and wrap >= AHEAD_REFS
+    if read_trace:
+        use_ahead = False
+    while clock < stop_t and n < left:
+        if use_ahead:
+            while drawn < AHEAD_REFS:
+                slot = (head + drawn) & AHEAD_MASK
+                ahead[slot, AHEAD_RNG] = rng[v]
+                page, drawn_write, gidx = draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx,
+                                                         wrap, zs, zhx1, zhn, zss, hot, hot_prob, wr)
+                ahead[slot, AHEAD_PAGE] = np.uint64(page)
+                ahead[slot, AHEAD_WRITE] = np.uint64(1 if drawn_write else 0)
+                prefetch(page_table, pb + page)
+                drawn += 1
+            prefetch_ahead(page_table, frame_bytes, links, ahead, fb, pb, head, repl)
+            page = np.int64(ahead[head, AHEAD_PAGE])
+            write = ahead[head, AHEAD_WRITE] != 0
+            head = (head + 1) & AHEAD_MASK
+            drawn -= 1
+        elif read_trace:
+            # draw_reference for a read-only trace, without its dispatch on the kind; the page
+            # table entry a window ahead is fetched now (the trace says which it is)
+            if trace_ahead:
+                j = gidx + AHEAD_REFS
+                if j >= wrap:
+                    j -= wrap
+                prefetch(page_table, pb + start + np.int64(traces[U(toff + j)]))
+            page = start + np.int64(traces[U(toff + gidx)])
+            gidx += 1
+            if gidx == wrap:
+                gidx = 0
+            write = False
+        else:
+            page, write, gidx = draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, wrap,
+                                               zs, zhx1, zhn, zss, hot, hot_prob, wr)
+        f = np.int64(page_table[U(pb + page)])
+        if f >= 0:
+            F = fb + f
+            hs = frame_bytes[U(2 * F)]
+            fl = np.int64(frame_bytes[U(2 * F + 1)])
+            if hs != H_RAM and hs != H_SHARED:
+                pending = True
+                break
+            if write and (fl & (F_WRITTEN | F_COPY)) != F_WRITTEN:
+                if hs != H_RAM:      # a copy-on-write break
+                    pending = True
+                    break
+                if (fl & F_COPY) != 0:
+                    row[I_PF_SLOTS] -= 1   # the page file copy is stale now; its slot is freed
+                fl = (fl | F_WRITTEN) & ~F_COPY
+            frame_bytes[U(2 * F + 1)] = fl | TOUCH_BITS
+            if repl == R_LRU and lru_head != f:
+                prv = np.int64(links[U(2 * F)])
+                nxt = np.int64(links[U(2 * F + 1)])
+                links[U(2 * (fb + prv) + 1)] = nxt   # f is not the head, so it has a prev
+                if nxt >= 0:
+                    links[U(2 * (fb + nxt))] = prv
+                else:
+                    lru_tail = prv
+                links[U(2 * F)] = -1
+                links[U(2 * F + 1)] = lru_head
+                links[U(2 * (fb + lru_head))] = f
+                lru_head = f
+            clock += compute     # compute + a stall of 0.0, the same sum
+            n += 1
+            continue
+        # a guest page fault (guest_page_fault's steps, for the cases that need no host work)
+        s = 0.0
+        if row[I_NFREE] > 0:
+            hs = frame_bytes[U(2 * (fb + row[I_FREE_HEAD]))]
+            if hs != H_RAM:
+                # a frame the host has not backed yet: a zero fill, if the host has a page free
+                # above its reserve and v is within its limit (obtain_host_page's first case)
+                if (hs != H_UNBACKED or host_i[H_FIFO_ON] != 0 or host_i[H_FREE_Q] - 4 < host_i[H_MIN_FREE_Q]
+                        or host_i[H_FREE_Q] < 4 or row[I_BACKED_Q] + 4 > row[I_LIMIT_Q]):
+                    pending = True
+                    break
+                host_i[H_FREE_Q] -= 4
+                row[I_BACKED_Q] += 4
+                s += zero_fill_ns
+                crow[C_ZERO_FILL] += 1
+                row[I_RESIDENT] += 1
+                frame_bytes[U(2 * (fb + row[I_FREE_HEAD]))] = H_RAM
+            f = free_pop(st, vu, fb)
+            F = fb + f
+            kept = np.int64(frame_bytes[U(2 * F + 1)]) & HOST_BITS
+        else:
+            # the victim must be in host RAM, and the page file have room in case it needs writing
+            if not miss_ok or row[I_PF_SLOTS] >= row[I_PF_CAP] or row[I_NINUSE] == 0:
+                pending = True
+                break
+            f = lru_tail if repl == R_LRU else guest_victim(st, vu, fb)
+            F = fb + f
+            fl = np.int64(frame_bytes[U(2 * F + 1)])
+            if (fl & F_COPY) == 0:
+                s += device_io(st, pf_dev, clock + s, True)
+                row[I_PF_SLOTS] += 1
+                crow[C_GUEST_PAGE_OUT] += 1
+            if repl == R_LRU:     # lru_unlink of the tail
+                lru_tail = np.int64(links[U(2 * F)])
+                if lru_tail >= 0:
+                    links[U(2 * (fb + lru_tail) + 1)] = -1
+                else:
+                    lru_head = -1
+            page_table[U(pb + np.int64(frame_page[U(F)]))] = PAGED_WRITTEN if (fl & F_WRITTEN) != 0 else PAGED
+            kept = fl & HOST_BITS
+            row[I_NINUSE] -= 1
+            row[I_PAGED] += 1
+        G = pb + page
+        old = page_table[U(G)]
+        if old == UNTOUCHED:
+            crow[C_GUEST_FAULT] += 1
+            row[I_TOUCHED] += 1
+            s += guest_fault_ns
+            fl = kept
+        else:
+            s += device_io(st, pf_dev, clock + s, False)
+            crow[C_GUEST_PF_READ] += 1
+            row[I_PAGED] -= 1
+            fl = kept | F_COPY | (F_WRITTEN if old == PAGED_WRITTEN else 0)
+        page_table[U(G)] = f
+        frame_page[U(F)] = page
+        row[I_NINUSE] += 1
+        if repl == R_LRU:     # lru_push_front
+            links[U(2 * F)] = -1
+            links[U(2 * F + 1)] = lru_head
+            if lru_head >= 0:
+                links[U(2 * (fb + lru_head))] = f
+            else:
+                lru_tail = f
+            lru_head = f
+        fl |= F_ACCESSED | F_SAMPLE      # in with the guest reference bit clear, as in access()
+        if write and (fl & (F_WRITTEN | F_COPY)) != F_WRITTEN:
+            if (fl & F_COPY) != 0:
+                row[I_PF_SLOTS] -= 1
+            fl = (fl | F_WRITTEN) & ~F_COPY
+        frame_bytes[U(2 * F + 1)] = fl
+        clock += compute + s
+        stall_sum += s
+        n += 1
+    row[I_LRU_HEAD] = lru_head
+    row[I_LRU_TAIL] = lru_tail
+    return clock, n, stall_sum, gidx, head, drawn, pending, page, write
+
+
 # --- phases and the run loop --------------------------------------------------------------------
 
 @jit
@@ -949,14 +1213,6 @@ def run_vm(st, v, t_end):
     fb = st.vm_i[v, I_FRAME_BASE]
     pb = st.vm_i[v, I_PAGE_BASE]
     repl = st.vm_i[v, I_REPL]
-    rng = st.rng
-    page_table = st.page_table
-    frame_bytes = st.frame_bytes
-    links = st.links
-    vm_i = st.vm_i
-    traces = st.traces
-    zipf_ranks = st.zipf_ranks
-    ahead = st.ahead
     clock = st.vm_f[v, F_CLOCK]
     while clock < t_end:
         if st.vm_i[v, I_BLOCKED] != 0:
@@ -980,17 +1236,8 @@ def run_vm(st, v, t_end):
         stop_t = t_end if t_end < phase_end_t else phase_end_t
         left = limit - done_refs if limit >= 0 else np.int64(1) << 62
         compute = st.ph_f[p, P_COMPUTE_NS]
-        wr = st.ph_f[p, P_WRITE]
-        start = st.ph_i[p, P_START]
         npages = st.ph_i[p, P_NPAGES]
-        toff = st.ph_i[p, P_TRACE_OFF]
         tlen = st.ph_i[p, P_TRACE_LEN]
-        zs = st.ph_f[p, P_ZIPF_S]
-        zhx1 = st.ph_f[p, P_ZIPF_HX1]
-        zhn = st.ph_f[p, P_ZIPF_HN]
-        zss = st.ph_f[p, P_ZIPF_SS]
-        hot = st.ph_i[p, P_HOT_PAGES]
-        hot_prob = st.ph_f[p, P_HOT_PROB]
         # position of the next reference to draw for the sequential kinds, derived from refs done
         # so that a restart of the loop after a block resumes exactly where it was
         if kind == K_TRACE:
@@ -1010,52 +1257,13 @@ def run_vm(st, v, t_end):
         stall_sum = 0.0
         interrupted = 0.0
         while clock < stop_t and n < left:
-            if use_ahead:
-                while drawn < AHEAD_REFS:
-                    slot = (head + drawn) & AHEAD_MASK
-                    ahead[slot, AHEAD_RNG] = rng[v]
-                    page, drawn_write, gidx = draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, wrap,
-                                                             zs, zhx1, zhn, zss, hot, hot_prob, wr)
-                    ahead[slot, AHEAD_PAGE] = np.uint64(page)
-                    ahead[slot, AHEAD_WRITE] = np.uint64(1 if drawn_write else 0)
-                    prefetch(page_table, pb + page)
-                    drawn += 1
-                prefetch_ahead(page_table, frame_bytes, links, ahead, fb, pb, head, repl)
-                page = np.int64(ahead[head, AHEAD_PAGE])
-                write = ahead[head, AHEAD_WRITE] != 0
-                head = (head + 1) & AHEAD_MASK
-                drawn -= 1
-            else:
-                page, write, gidx = draw_reference(rng, v, traces, zipf_ranks, kind, start, npages, toff, gidx, wrap,
-                                                   zs, zhx1, zhn, zss, hot, hot_prob, wr)
-            # the common case inline, on local arrays: numba would otherwise pay reference
-            # counting on every array taken out of the state tuple in the loop
-            f = page_table[pb + page]
-            s = 0.0
-            fast = False
-            if f >= 0:
-                F = fb + f
-                hs = frame_bytes[2 * F]
-                fl = frame_bytes[2 * F + 1]
-                if (hs == H_RAM or hs == H_SHARED) and (not write or (fl & (F_WRITTEN | F_COPY)) == F_WRITTEN):
-                    fast = True
-                    frame_bytes[2 * F + 1] = fl | TOUCH_BITS
-                    if repl == R_LRU:
-                        lru_head = vm_i[v, I_LRU_HEAD]
-                        if lru_head != f:
-                            prv = links[2 * F]
-                            nxt = links[2 * F + 1]
-                            links[2 * (fb + prv) + 1] = nxt   # f is not the head, so it has a prev
-                            if nxt >= 0:
-                                links[2 * (fb + nxt)] = prv
-                            else:
-                                vm_i[v, I_LRU_TAIL] = prv
-                            links[2 * F] = -1
-                            links[2 * F + 1] = lru_head
-                            links[2 * (fb + lru_head)] = f
-                            vm_i[v, I_LRU_HEAD] = f
-            if not fast:
-                s = access(st, v, fb, pb, repl, page, write, clock)
+            clock, n, stall_sum, gidx, head, drawn, pending, page, write = simple_refs(
+                st, v, p, clock, stop_t, n, left, stall_sum, gidx, wrap, head, drawn, use_ahead)
+            if not pending:
+                break
+            # the reference simple_refs left: access() serves every case (host faults, reclaim,
+            # copy-on-write, blocking)
+            s = access(st, v, fb, pb, repl, page, write, clock)
             if s < 0.0:
                 interrupted = s
                 break
@@ -1063,7 +1271,7 @@ def run_vm(st, v, t_end):
             stall_sum += s
             n += 1
         if drawn > 0:
-            rng[v] = ahead[head, AHEAD_RNG]   # the references drawn but not used are drawn again
+            st.rng[v] = st.ahead[head, AHEAD_RNG]   # the references drawn but not used are drawn again
         st.vm_i[v, I_PHASE_REFS] = done_refs + n
         st.vm_c[v, C_REFS] += n
         st.vm_f[v, F_STALL] += stall_sum

@@ -8,6 +8,7 @@ from .kernel import (
     backing_quarters, content_slot, evict_to_host_storage, fifo_push, guest_evict, host_fault_in, may_take,
     pick_host_victim, rand_below, release_backing, share_frame, unshare, balloon_pop, balloon_push,
     free_pop, free_push, is_ballooned, list_next,
+    clear_flags, flags_of, host_state_of, set_flags, set_lru_next, set_lru_prev,
 )
 from .state import (
     ABSENT, F_IN_FIFO, F_SAMPLE, H_FREE_Q, H_RAM, H_SHARED, H_SMART, H_UNBACKED,
@@ -84,9 +85,9 @@ def share_scan(st, v, pages, sequential):
             f = rand_below(st.rng, st.host_i[H_RNG], present)
         F = fb + f
         page = st.frame_page[F]
-        if page < 0 or st.frame_bytes[2 * F] != H_RAM:
+        if page < 0 or host_state_of(st, F) != H_RAM:
             continue
-        slot = content_slot(st, v, page, st.frame_bytes[2 * F + 1])
+        slot = content_slot(st, v, page, flags_of(st, F))
         if slot < 0:
             continue
         share_frame(st, v, F, slot)
@@ -133,7 +134,7 @@ def report_free_pages(st, v):
     f = st.vm_i[v, I_FREE_HEAD]
     released = 0
     while f >= 0:
-        if st.frame_bytes[2 * (fb + f)] != H_UNBACKED:
+        if host_state_of(st, fb + f) != H_UNBACKED:
             if not may_take(st, v, backing_quarters(st, fb + f)):
                 break
             release_backing(st, v, fb, f)
@@ -150,7 +151,7 @@ def evict_frames(st, v, frames, t):
     done = 0
     for i in range(frames.shape[0]):
         f = frames[i]
-        if 0 <= f < st.vm_i[v, I_PRESENT] and st.frame_bytes[2 * (fb + f)] == H_RAM:
+        if 0 <= f < st.vm_i[v, I_PRESENT] and host_state_of(st, fb + f) == H_RAM:
             if not may_take(st, v, 4):
                 break
             evict_to_host_storage(st, v, f, t, False)
@@ -167,7 +168,7 @@ def populate(st, v, t):
     fb = st.vm_i[v, I_FRAME_BASE]
     missing = 0
     for f in range(st.vm_i[v, I_PRESENT]):
-        if st.frame_bytes[2 * (fb + f)] == H_UNBACKED and not is_ballooned(st.frame_page[fb + f]):
+        if host_state_of(st, fb + f) == H_UNBACKED and not is_ballooned(st.frame_page[fb + f]):
             if host_fault_in(st, v, fb, f, t) < 0.0:
                 missing += 1
     return missing
@@ -180,7 +181,7 @@ def release_smart_paging(st, v, t):
     present = st.vm_i[v, I_PRESENT]
     f = 0
     while st.vm_i[v, I_SMART] > st.vm_i[v, I_SMART_QUOTA] and f < present:
-        if st.frame_bytes[2 * (fb + f)] == H_SMART:
+        if host_state_of(st, fb + f) == H_SMART:
             if st.host_i[H_FREE_Q] < 4:
                 break
             if host_fault_in(st, v, fb, f, t) < 0.0:
@@ -198,14 +199,14 @@ def power_off(st, v):
     for f in range(n):
         F = fb + f
         page = st.frame_page[F]
-        if page >= 0 and st.frame_bytes[2 * F] == H_SHARED:
-            unshare(st, v, fb, f, page, st.frame_bytes[2 * F + 1])
+        if page >= 0 and host_state_of(st, F) == H_SHARED:
+            unshare(st, v, fb, f, page, flags_of(st, F))
         release_backing(st, v, fb, f)
         st.frame_page[F] = ABSENT
-        st.frame_bytes[2 * F + 1] = 0
+        set_flags(st, F, 0)
         if st.vm_i[v, I_REPL] == R_LRU:     # the links exist only when some guest uses LRU
-            st.links[2 * F] = -1
-            st.links[2 * F + 1] = -1
+            set_lru_prev(st, F, -1)
+            set_lru_next(st, F, -1)
     for p in range(st.vm_i[v, I_NPAGES]):
         st.page_table[pb + p] = UNTOUCHED
     for col in (I_PRESENT, I_NFREE, I_NBALLOON, I_NINUSE, I_PAGED, I_PF_SLOTS, I_TOUCHED,
@@ -231,7 +232,7 @@ def sample_begin(st, v, frames):
     """ESX's active-memory sampling: forget whether these frames were touched."""
     fb = st.vm_i[v, I_FRAME_BASE]
     for i in range(frames.shape[0]):
-        st.frame_bytes[2 * (fb + frames[i]) + 1] &= ~F_SAMPLE
+        clear_flags(st, fb + frames[i], F_SAMPLE)
 
 
 @jit
@@ -247,7 +248,7 @@ def sample_count(st, v, frames):
         if is_ballooned(st.frame_page[F]):
             continue
         counted += 1
-        if st.frame_page[F] >= 0 and (st.frame_bytes[2 * F + 1] & F_SAMPLE) != 0:
+        if st.frame_page[F] >= 0 and (flags_of(st, F) & F_SAMPLE) != 0:
             touched += 1
     return touched, counted
 
@@ -259,6 +260,6 @@ def build_fifo(st, v):
     st.vm_i[v, I_FIFO_HEAD] = 0
     st.vm_i[v, I_FIFO_LEN] = 0
     for f in range(st.vm_i[v, I_PRESENT]):
-        st.frame_bytes[2 * (fb + f) + 1] &= ~F_IN_FIFO
-        if st.frame_bytes[2 * (fb + f)] == H_RAM:
+        clear_flags(st, fb + f, F_IN_FIFO)
+        if host_state_of(st, fb + f) == H_RAM:
             fifo_push(st, v, fb, f)
