@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -41,8 +42,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from api_client import Connection, Stats, drive, free_port, percentile, post_and_wait, wait_health, write_token  # noqa: E402,E501
 from api_store import busy, store_runs, tiny  # noqa: E402
-
-__all__ = ["Connection", "Stats", "busy", "free_port", "percentile", "tiny"]     # bench/load.py's imports
 
 TARGET_P99_MS = 50.0
 TARGET_RPS = 1500.0
@@ -316,8 +315,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.keep:
             print(f"data kept in {tmp}")
         else:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -12,7 +12,6 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "scenarios" / "seed.json"
@@ -89,7 +88,9 @@ def store_runs(database_url: str, count: int, data_dir: Path) -> tuple[list[int]
     one possibly with fewer); returns the experiment ids, the run ids and the seconds it took."""
     from service import db
     from service.experiments import create_experiment
-    from service.models import METRIC_COLUMNS, RunSeries, RunStatus, utcnow
+    from service.models import RunSeries, RunStatus, utcnow
+    from service.models.runs import metrics_from_summary
+    from service.tasks import json_safe
     from service.settings import Settings, use_settings
 
     started = time.perf_counter()
@@ -101,7 +102,6 @@ def store_runs(database_url: str, count: int, data_dir: Path) -> tuple[list[int]
     experiment_ids = []
     run_ids = []
     made = 0
-    batch = 0
     session = db.session_factory(database_url)()
     try:
         while made < count:
@@ -121,21 +121,17 @@ def store_runs(database_url: str, count: int, data_dir: Path) -> tuple[list[int]
                 run.worker = "bench (inserted)"
                 run.started_at = run.heartbeat_at = now
                 run.finished_at = now
-                run.summary = _finite(summary)
-                for column, path in METRIC_COLUMNS.items():
-                    value: Any = run.summary
-                    for key in path:
-                        value = value.get(key) if isinstance(value, dict) else None
-                    setattr(run, column, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+                run.summary = json_safe(summary)
+                for column, value in metrics_from_summary(run.summary).items():
+                    setattr(run, column, value)
             session.flush()
             for run in experiment.runs:
                 _, series, events = templates[run.policy_name]
-                session.add(RunSeries.pack(run.id, series, _finite(events)))
+                session.add(RunSeries.pack(run.id, series, json_safe(events)))
             experiment_ids.append(experiment.id)
             run_ids += [run.id for run in experiment.runs]
             made += len(policies)
-            batch += 1
-            if batch % 20 == 0:
+            if len(experiment_ids) % 20 == 0:
                 session.commit()
         session.commit()
     finally:
@@ -143,15 +139,3 @@ def store_runs(database_url: str, count: int, data_dir: Path) -> tuple[list[int]
         db.dispose_engines()
         use_settings(None)
     return experiment_ids, run_ids, time.perf_counter() - started
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return _finite(value.item())
-    return value

@@ -155,9 +155,9 @@ def store_result(lease: Lease, summary: dict[str, Any], series: dict[str, Any], 
     """Summary, metric columns, series, events and status in one transaction, or nothing.
     Raises UnstorableResult, before touching the database, if summary or events are not JSON."""
     now = utcnow()
-    summary = _finite(summary)
+    summary = json_safe(summary)
     metrics = metrics_from_summary(summary)
-    events = _finite(events)
+    events = json_safe(events)
     try:
         json.dumps([summary, events], allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -315,16 +315,16 @@ def _fail(lease: Lease, message: str) -> str:
 
 # --- helpers ----------------------------------------------------------------------------------
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON without NaN or infinities (PostgreSQL's json refuses them): those become None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):      # numpy scalars
-        return _finite(value.item())
+        return json_safe(value.item())
     return value
 
 

@@ -15,6 +15,14 @@ DATA = ROOT / "tests" / "data"
 SHARED_TRACES = Path(os.environ.get("VMEMLAB_SHARED_TRACES", ROOT.parent / "shared" / "traces"))
 
 
+def trace_files() -> list[Path]:
+    """The traces of tests/data and, where it is laid out, shared/traces (a name once)."""
+    found = {p.name: p for p in sorted(DATA.glob("*.txt.gz"))}
+    if SHARED_TRACES.is_dir():
+        found.update({p.name: p for p in sorted(SHARED_TRACES.glob("*.txt.gz"))})
+    return [found[k] for k in sorted(found)]
+
+
 @pytest.fixture
 def data_dir() -> Path:
     return DATA

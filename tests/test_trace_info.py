@@ -18,17 +18,10 @@ from service.engine.stack_distance import (
 )
 from service.engine.traces import load_trace, renumber_dense
 
-from .conftest import DATA, SHARED_TRACES
+from .conftest import trace_files
 
 
-def _traces() -> list[Path]:
-    found = {p.name: p for p in sorted(DATA.glob("*.txt.gz"))}
-    if SHARED_TRACES.is_dir():
-        found.update({p.name: p for p in sorted(SHARED_TRACES.glob("*.txt.gz"))})
-    return [found[k] for k in sorted(found)]
-
-
-@pytest.mark.parametrize("path", _traces(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", trace_files(), ids=lambda p: p.name)
 def test_one_pass_curve_equals_mrc_replay(path):
     ids = load_trace(path)
     misses = lru_misses(distance_histogram(ids))
@@ -44,7 +37,9 @@ def test_one_pass_curve_equals_mrc_replay(path):
                 assert int(misses[row["cache_size"]]) == row["misses"]
 
 
-@pytest.mark.parametrize("seed,n,pages", [(1, 50_000, 300), (2, 30_000, 9_000), (3, 40_000, 5)])
+# footprints below, at and just above the kernel's HOT pages kept out of its tree, and far above
+@pytest.mark.parametrize("seed,n,pages", [(1, 50_000, 300), (2, 30_000, 9_000), (3, 40_000, 5), (4, 20_000, 8),
+                                         (5, 20_000, 9)])
 def test_synthetic_traces_at_every_size(seed, n, pages):
     rng = np.random.default_rng(seed)
     raw = (rng.zipf(1.2, n) % pages) if seed != 2 else rng.integers(0, pages, n)

@@ -3,7 +3,6 @@ exact one-pass curve on every real trace; ``trace info`` says which method it us
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from service.engine import shards
 from service.engine.stack_distance import distance_histogram, lru_misses, trace_profile
 from service.engine.traces import load_trace, renumber_dense
 
-from .conftest import DATA, SHARED_TRACES
+from .conftest import DATA, trace_files
 
 # Mean absolute error of the miss ratio over every cache size 1..D, the bound per rate. Measured
 # (docs/traces.md): default rate 0.0070 at worst (cloudphysics_pages4k), forced 0.01 0.0165
@@ -23,14 +22,7 @@ from .conftest import DATA, SHARED_TRACES
 BOUNDS = {None: 0.01, 0.01: 0.02, 0.1: 0.005}
 
 
-def _traces() -> list[Path]:
-    found = {p.name: p for p in sorted(DATA.glob("*.txt.gz"))}
-    if SHARED_TRACES.is_dir():
-        found.update({p.name: p for p in sorted(SHARED_TRACES.glob("*.txt.gz"))})
-    return [found[k] for k in sorted(found)]
-
-
-@pytest.mark.parametrize("path", _traces(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", trace_files(), ids=lambda p: p.name)
 def test_sampled_curve_within_documented_error(path):
     ids = load_trace(path)
     refs = int(ids.size)

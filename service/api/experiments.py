@@ -20,8 +20,8 @@ from ..models import CapacityProbe, Experiment, Run, SweepPoint
 from ..policies import DEFAULT_POLICY
 from ..runs import compare, enqueue, request_cancel
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, read_db, settings
-from .reads import retrying_reads
 from .finished import cached, finished_experiment_version, set_version_etag
+from .reads import retrying_reads
 from .schemas.experiments import (
     ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema, ExperimentSchema,
 )

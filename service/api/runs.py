@@ -15,11 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import defer
 
 from ..models import Run
-from ..models.runs import FINISHED
+from ..models.runs import FINISHED, RunStatus
 from ..runs import request_cancel, run_events, run_series
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, get_or_404, read_db
-from .reads import retrying_reads
 from .finished import bodies, cached, finished_run_version, json_body, json_response, set_version_etag
+from .reads import retrying_reads
 from .schemas.runs import RunDetailSchema, RunQuerySchema, RunSchema, SeriesQuerySchema, SeriesSchema
 
 blp = Blueprint("runs", __name__, description="Runs: status, progress, results and history.")
@@ -28,7 +28,6 @@ FILTERS = {"policy": Run.policy_name, "plugin_version": Run.policy_version, "eng
            "host_id": Run.host_id, "experiment_id": Run.experiment_id, "fingerprint": Run.fingerprint,
            "seed": Run.seed, "status": Run.status}
 RUN, RUN_DETAIL, SERIES = RunSchema(), RunDetailSchema(), SeriesSchema()
-SUCCEEDED = "succeeded"
 
 
 @blp.route("")
@@ -135,8 +134,9 @@ class RunSeriesView(MethodView):
     @retrying_reads
     def get(self, args: dict, run_id: int):
         version = finished_run_version(run_id)
-        if version is None or version[2] != SUCCEEDED:
-            series = succeeded_series(run_id)       # 404 or 409
+        if version is None or version[2] != RunStatus.SUCCEEDED.value:
+            # 404 or 409; or the series of a run that succeeded after its version was read
+            series = succeeded_series(run_id)
             blp.set_etag(["series", args["format"], run_id, series])
             return series_csv(run_id, series) if args["format"] == "csv" else json_response(series_body(run_id, series))
         set_version_etag(blp, "series", version, args["format"])

@@ -8,7 +8,7 @@ import math
 import time
 from typing import TextIO
 
-from ..engine.shards import DEFAULT_RATE, MIN_SAMPLED_PAGES
+from ..engine.shards import DEFAULT_RATE, MIN_SAMPLED_PAGES, check_rate
 from ..engine.stack_distance import SAMPLE_ABOVE_REFS, trace_profile
 from ..engine.traces import load_trace
 from ..tracetools.importers import FORMATS, import_trace
@@ -135,9 +135,10 @@ def _rate(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"the sampling rate must be in (0, 1], not {text}")
-    return value
+    try:
+        return check_rate(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def trace_info_report(path, method: str = "auto", rate: float | None = None) -> dict:

@@ -52,21 +52,28 @@ def kept_pages(footprint: int, rate: float) -> np.ndarray:
     return (_mix(np.arange(footprint, dtype=np.uint64)) & mask) < np.uint64(threshold)
 
 
+def check_rate(rate: float) -> float:
+    """``rate`` as a float, or ValueError unless it is in (0, 1]."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"sampling rate must be in (0, 1], not {rate}")
+    return float(rate)
+
+
 def effective_rate(footprint: int, rate: float | None = None) -> float:
     """The rate used for a trace of this footprint: ``rate`` (default DEFAULT_RATE), raised so
     that about MIN_SAMPLED_PAGES pages are kept, and at most 1 (then the result is exact)."""
-    rate = DEFAULT_RATE if rate is None else rate
-    if not 0 < rate <= 1:
-        raise ValueError(f"sampling rate must be in (0, 1], not {rate}")
+    rate = check_rate(DEFAULT_RATE if rate is None else rate)
     return min(1.0, max(rate, MIN_SAMPLED_PAGES / max(footprint, 1)))
 
 
-def sampled_histogram(ids: np.ndarray, rate: float) -> tuple[np.ndarray, dict]:
+def sampled_histogram(ids: np.ndarray, rate: float, footprint: int | None = None) -> tuple[np.ndarray, dict]:
     """An estimate of ``distance_histogram(ids)`` (float counts, same length D + 1) from the
-    pages kept at ``rate``, and facts about the sample (kept pages and references)."""
+    pages kept at ``rate``, and facts about the sample (kept pages and references). ``footprint``
+    (D) when the caller knows it already, saving a pass over the trace."""
     ids = np.ascontiguousarray(ids, dtype=np.int32)
     n = int(ids.size)
-    footprint = int(ids.max()) + 1 if n else 0
+    if footprint is None:
+        footprint = int(ids.max()) + 1 if n else 0
     if n == 0:
         return np.zeros(1), {"sampled_pages": 0, "sampled_references": 0}
     keep = kept_pages(footprint, rate)

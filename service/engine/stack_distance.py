@@ -8,6 +8,7 @@ of one replay per size.
 
 The distance is counted with a Fenwick tree over reference times holding a 1 at each page's most
 recent reference: the pages touched after time s are the marks past s, O(log n) per reference.
+The few most recent pages stay out of the tree, where most references find them.
 """
 from __future__ import annotations
 
@@ -15,60 +16,80 @@ import numba
 import numpy as np
 
 COLD = 0        # histogram slot for first references (infinite distance)
+HOT = 8         # most recent pages kept out of the tree (_distance_histogram)
 
 
 @numba.njit(cache=True, nogil=True)
 def _distance_histogram(ids, distinct):
     n = ids.shape[0]
+    # The HOT most recently used pages are kept apart, in LRU order in a small array: a reference
+    # to one of them (97 % of lackey_sort's) is at its position's distance and only reorders the
+    # array. The others hold a mark in the tree at the time they left that array (pages leave it
+    # in LRU order, so those times order them as their last references did).
+    hot = np.full(HOT, -1, dtype=np.int32)
+    held = 0
     # The tree covers a window of logical times, not all n references: when the window is full
     # the live marks (at most one per page) are renumbered 1..k. A window of a few times the
     # footprint stays in the CPU cache and makes log(window) small, which matters more than the
     # O(window) renumbering every (window - footprint) references.
     size = min(n, max(4 * distinct, 4096))
     tree = np.zeros(size + 1, dtype=np.int32)       # 1-based Fenwick tree over logical times
-    last = np.zeros(distinct, dtype=np.int64)       # logical time of the page's last reference, 0 = never
+    last = np.zeros(distinct, dtype=np.int64)       # time of the page's mark; 0 = never seen or hot
     hist = np.zeros(distinct + 1, dtype=np.int64)   # hist[d]: references at distance d; hist[0]: cold
-    seen = 0
+    marks = 0
     now = 0
-    previous = -1
     for t0 in range(n):
         page = ids[t0]
-        if page == previous:
-            # a repeat of the previous reference (half of the lackey traces) is at distance 1
-            # and leaves the LRU order as it was: no time step, no tree work
-            hist[1] += 1
+        found = -1
+        for j in range(held):
+            if hot[j] == page:
+                found = j
+                break
+        if found >= 0:
+            hist[found + 1] += 1
+            for j in range(found, 0, -1):
+                hot[j] = hot[j - 1]
+            hot[0] = page
             continue
-        previous = page
-        if now == size:
-            now = _renumber(tree, last, seen)
-        now += 1
         s = last[page]
         if s == 0:
             hist[0] += 1
-            seen += 1
         else:
             prefix = 0
             i = s
             while i > 0:
                 prefix += tree[i]
                 i -= i & -i
-            # marks after s are the distinct pages touched since; +1 counts the page itself
-            hist[seen - prefix + 1] += 1
+            # every hot page, the marks after s, and the page itself
+            hist[held + marks - prefix + 1] += 1
             i = s
             while i <= size:
                 tree[i] -= 1
                 i += i & -i
-        i = now
-        while i <= size:
-            tree[i] += 1
-            i += i & -i
-        last[page] = now
+            last[page] = 0
+            marks -= 1
+        if held < HOT:
+            held += 1
+        else:
+            if now == size:
+                now = _renumber(tree, last, marks)
+            now += 1
+            leaving = hot[HOT - 1]
+            i = now
+            while i <= size:
+                tree[i] += 1
+                i += i & -i
+            last[leaving] = now
+            marks += 1
+        for j in range(held - 1, 0, -1):
+            hot[j] = hot[j - 1]
+        hot[0] = page
     return hist
 
 
 @numba.njit(cache=True, nogil=True)
 def _renumber(tree, last, seen):
-    """Give the touched pages logical times 1..seen in the order of their last reference and
+    """Give the pages with a mark logical times 1..seen in the order of their marks and
     rebuild the tree with those marks; returns the new current time."""
     order = np.argsort(last)
     skip = last.shape[0] - seen                      # never-touched pages sort first (time 0)
@@ -100,7 +121,7 @@ def distance_histogram(ids: np.ndarray) -> np.ndarray:
 def lru_misses(hist: np.ndarray) -> np.ndarray:
     """``misses[C]`` for C = 0..D frames (index 0 is the empty cache: every reference misses),
     cold misses included."""
-    refs = int(hist.sum())
+    refs = int(round(float(hist.sum())))        # a sampled histogram holds floats
     hits = np.concatenate(([0], np.cumsum(hist[1:])))
     return refs - hits
 
@@ -161,13 +182,12 @@ def trace_profile(ids: np.ndarray, method: str = "auto", rate: float | None = No
     if sampled:
         footprint = int(ids.max()) + 1 if refs else 0
         # an explicit rate is taken as given (to measure the error); the default has a floor
-        used = shards.effective_rate(footprint) if rate is None else _check_rate(rate)
+        used = shards.effective_rate(footprint) if rate is None else shards.check_rate(rate)
         # a sample of every page is the exact computation, without the sampling's extra pass
         sampled = used < 1.0
     if sampled:
-        hist, sample = shards.sampled_histogram(ids, used)
+        hist, sample = shards.sampled_histogram(ids, used, footprint)
         misses = np.clip(lru_misses(hist), footprint, refs)
-        misses[0] = refs
         facts = {"method": "shards", "sampling_rate": used, **sample}
     else:
         hist = distance_histogram(ids)
@@ -180,9 +200,3 @@ def trace_profile(ids: np.ndarray, method: str = "auto", rate: float | None = No
         "reuse_histogram": reuse_histogram(hist),
         "misses": misses,      # numpy array indexed by frames; callers choose what to print
     }
-
-
-def _check_rate(rate: float) -> float:
-    if not 0 < rate <= 1:
-        raise ValueError(f"sampling rate must be in (0, 1], not {rate}")
-    return float(rate)

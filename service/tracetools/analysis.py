@@ -28,16 +28,17 @@ def curve_sizes(footprint: int, max_points: int = MAX_POINTS) -> np.ndarray:
     geometric = np.geomspace(1, footprint, half)
     even = np.linspace(1, footprint, max_points - half)
     sizes = np.unique(np.rint(np.concatenate([geometric, even])).astype(np.int64))
-    return np.clip(sizes, 1, footprint)
+    return sizes
 
 
 def _mb(pages: int | float) -> float:
     return round(pages / PAGES_PER_MB, 3)
 
 
-def analyse_ids(ids: np.ndarray, method: str = "auto") -> dict:
-    """The stored analysis of a dense trace (see TraceAnalysisSchema for the fields)."""
-    profile = trace_profile(ids, method)
+def analyse_ids(ids: np.ndarray) -> dict:
+    """The stored analysis of a dense trace (see TraceAnalysisSchema for the fields): exact, or
+    sampled above the engine's size limit."""
+    profile = trace_profile(ids)
     misses = profile["misses"]
     refs = profile["references"]
     sizes = curve_sizes(profile["footprint"])
@@ -59,5 +60,5 @@ def analyse_ids(ids: np.ndarray, method: str = "auto") -> dict:
     }
 
 
-def analyse_file(path: str | Path, method: str = "auto") -> dict:
-    return analyse_ids(load_trace(path), method)
+def analyse_file(path: str | Path) -> dict:
+    return analyse_ids(load_trace(path))

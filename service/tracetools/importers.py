@@ -155,12 +155,19 @@ def read_column_sizes(path: str | os.PathLike, fmt: str, column: int, size_colum
     return np.array(objects, dtype=np.int64), np.array(sizes, dtype=np.int64)
 
 
-def split_into_pages(objects: np.ndarray, sizes: np.ndarray, page_size: int) -> np.ndarray:
+def request_pages(sizes: np.ndarray, page_size: int) -> np.ndarray:
+    """Pages each request covers: ceil(size / page_size), at least one."""
+    return np.maximum(1, -(-np.asarray(sizes, dtype=np.int64) // page_size))
+
+
+def split_into_pages(objects: np.ndarray, sizes: np.ndarray, page_size: int,
+                     pages: np.ndarray | None = None) -> np.ndarray:
     """Page references of object requests (module docstring): request i touches pages
-    base[obj] .. base[obj] + ceil(size / page_size) - 1; returned dense by first reference."""
-    objects = np.asarray(objects, dtype=np.int64)
-    pages = np.maximum(1, -(-np.asarray(sizes, dtype=np.int64) // page_size))
-    _, dense_obj = np.unique(objects, return_inverse=True)
+    base[obj] .. base[obj] + ceil(size / page_size) - 1; returned dense by first reference.
+    ``pages``: request_pages(sizes, page_size), when the caller has it already."""
+    pages = request_pages(sizes, page_size) if pages is None else pages
+    # any dense numbering of the objects will do: the result is renumbered by first reference
+    dense_obj = renumber_dense(np.asarray(objects, dtype=np.int64))
     span = np.zeros(int(dense_obj.max()) + 1 if dense_obj.size else 0, dtype=np.int64)
     np.maximum.at(span, dense_obj, pages)
     base = np.concatenate(([0], np.cumsum(span)[:-1]))
@@ -195,12 +202,13 @@ def import_trace(source: str | os.PathLike, output: str | os.PathLike, fmt: str,
             objects, sizes = read_column_sizes(source, fmt, column, size_column, skip_header)
             if objects.size == 0:
                 raise TraceError(source, None, "the input holds no references; nothing written")
-        total = int(np.maximum(1, -(-np.asarray(sizes, dtype=np.int64) // page_size)).sum())
+        pages = request_pages(sizes, page_size)
+        total = int(pages.sum())
         if total > MAX_SPLIT_REFERENCES:
             raise TraceError(source, None, f"split into {page_size}-byte pages, the {objects.size:,} requests make "
                                            f"{total:,} page references, over the {MAX_SPLIT_REFERENCES:,} this "
                                            f"import holds in memory: use a larger --page-size")
-        dense = split_into_pages(objects, sizes, page_size)
+        dense = split_into_pages(objects, sizes, page_size, pages)
         refs = write_ids_atomically(output, [dense])
         return {"output": str(output), "references": refs, "distinct_pages": int(dense.max()) + 1,
                 "format": fmt, "requests": int(objects.size), "page_size": page_size}

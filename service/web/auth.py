@@ -100,7 +100,7 @@ def before_web_request() -> Optional[Response]:
     if endpoint == "web.static":
         # the stylesheet is public even when reads need a token (the API's check would refuse it)
         return send_from_directory(web.static_folder, request.view_args["filename"])
-    token = _kept_token()
+    kept = token = _kept_token()
     if request.method == "POST":
         expected = session.get("csrf")
         # SameSite=Lax: a form posted from another site arrives without the session, so without it
@@ -121,7 +121,7 @@ def before_web_request() -> Optional[Response]:
             return None
         g.web_principal = who
         request.environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-        if token != _kept_token():
+        if token != kept:          # sealed again only when it changes (each sealing differs)
             _keep_token(token)
     elif not settings().open_reads:
         return _sign_in_page("Reading needs a token on this server: sign in.", 401)

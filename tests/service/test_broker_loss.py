@@ -9,22 +9,21 @@ import dataclasses
 import os
 import secrets
 import time
+from typing import Any, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from service import db, tasks
 from service.broker_watch import check_broker, epoch_key, read_epoch
 from service.celery_app import create_celery
-from service.experiments import create_experiment
-from service.models import Run, RunSeries
 from service.runs import broker_backlog, enqueue, request_cancel
 from service.settings import Settings, use_settings
 
 from .conftest import REDIS_URL, require_redis, truncate_all
 from .helpers import busy, tiny
 from .redis_server import RedisServer
+from .test_faults import _runs, _series_count, _submit, _wait
 from .test_worker import Workers, _environment, warm_engine  # noqa: F401  (warm_engine: an autouse fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -32,31 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:D
 RECOVERY_TARGET_S = 15.0
 # how long Redis stays away; the issue's 30 s outage: VMEMLAB_TEST_BROKER_OUTAGE_S=30
 OUTAGE_S = float(os.environ.get("VMEMLAB_TEST_BROKER_OUTAGE_S", "8"))
-
-
-def _submit(doc: dict) -> list[int]:
-    with db.session_scope() as s:
-        return [r.id for r in create_experiment(s, doc).runs]
-
-
-def _runs(ids) -> list[Run]:
-    with db.session_scope() as s:
-        return [s.get(Run, i) for i in ids]
-
-
-def _series(run_id: int) -> int:
-    with db.session_scope() as s:
-        return s.scalar(select(func.count()).select_from(RunSeries).where(RunSeries.run_id == run_id))
-
-
-def _wait(predicate, timeout: float, what: str, logs=lambda: "") -> float:
-    """Wait until ``predicate()``; return when it became true (time.monotonic())."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{logs()}")
-        time.sleep(0.05)
-    return time.monotonic()
 
 
 def _resent(reason: str, registry=None) -> float:
@@ -67,73 +41,69 @@ def _resent(reason: str, registry=None) -> float:
 
 # --- the epoch key, in-process ----------------------------------------------------------------------
 
-def test_an_emptied_broker_is_noticed_and_its_queued_runs_are_sent_again_once(settings: Settings):
+@pytest.fixture
+def own_queue(settings: Settings) -> Iterator[tuple[Settings, Any, Any, str]]:
+    """The shared Redis with a queue of this test's own (settings, Celery app, Redis client,
+    queue name); its keys are deleted afterwards."""
     require_redis(REDIS_URL)
     import redis
 
     queue = f"vmemlab-test-{secrets.token_hex(4)}"
     settings = dataclasses.replace(settings, redis_url=REDIS_URL, queue=queue)
     use_settings(settings)
-    app = create_celery(settings)
     client = redis.Redis.from_url(REDIS_URL)
-    key = epoch_key(queue)
     try:
-        assert read_epoch(settings) is None
-        assert check_broker(app, settings, worker="w1@a") == []        # a new deployment: nothing queued
-        assert read_epoch(settings)["resent_runs"] == 0
-        assert check_broker(app, settings, worker="w2@b") is None      # the key is there: nothing to do
-
-        ids = _submit(tiny(policies=("static", "esx")))
-        enqueue(ids, app=app)
-        client.delete(key)                  # no key, but a message per queued run: nothing lost
-        assert check_broker(app, settings, worker="w1@a") == [] and broker_backlog(app, queue) == 2
-
-        client.delete(key, queue)           # what a Redis restarted empty looks like
-        client.set(key, "another worker's lease", ex=60)
-        assert check_broker(app, settings, worker="w1@a") is None      # another worker is recovering
-        client.delete(key)
-        before = _resent("broker_lost")
-        published = [r.published_at for r in _runs(ids)]
-        assert check_broker(app, settings, worker="w1@a") == ids
-        assert check_broker(app, settings, worker="w2@b") is None      # once, however many workers look
-        assert broker_backlog(app, queue) == 2
-        assert all(r.published_at is not None and (p is None or r.published_at > p)
-                   for r, p in zip(_runs(ids), published))
-        epoch = read_epoch(settings)
-        assert epoch["worker"] == "w1@a" and epoch["resent_runs"] == 2 and epoch["queued_runs"] == 2
-        assert _resent("broker_lost") == before + 2
-        for run_id in ids:                 # the re-sent message and a surviving duplicate: one run each
-            assert tasks.run_simulation(run_id) == "succeeded"
-            assert tasks.run_simulation(run_id) == "skipped"
-        assert all(r.status == "succeeded" and r.attempts == 1 and _series(r.id) == 1 for r in _runs(ids))
+        yield settings, create_celery(settings), client, queue
     finally:
-        client.delete(key, *client.keys(f"*{queue}*"))
+        client.delete(epoch_key(queue), *client.keys(f"*{queue}*"))
 
 
-def test_a_broker_that_cannot_take_the_runs_leaves_the_recovery_to_the_next_check(settings: Settings,
-                                                                                    monkeypatch):
-    require_redis(REDIS_URL)
-    import redis
+def test_an_emptied_broker_is_noticed_and_its_queued_runs_are_sent_again_once(own_queue):
+    settings, app, client, queue = own_queue
+    key = epoch_key(queue)
+    assert read_epoch(settings) is None
+    assert check_broker(app, settings, worker="w1@a") == []        # a new deployment: nothing queued
+    assert read_epoch(settings)["resent_runs"] == 0
+    assert check_broker(app, settings, worker="w2@b") is None      # the key is there: nothing to do
 
-    queue = f"vmemlab-test-{secrets.token_hex(4)}"
-    settings = dataclasses.replace(settings, redis_url=REDIS_URL, queue=queue)
-    use_settings(settings)
-    app = create_celery(settings)
-    client = redis.Redis.from_url(REDIS_URL)
+    ids = _submit(tiny(policies=("static", "esx")))
+    enqueue(ids, app=app)
+    client.delete(key)                  # no key, but a message per queued run: nothing lost
+    assert check_broker(app, settings, worker="w1@a") == [] and broker_backlog(app, queue) == 2
+
+    client.delete(key, queue)           # what a Redis restarted empty looks like
+    client.set(key, "another worker's lease", ex=60)
+    assert check_broker(app, settings, worker="w1@a") is None      # another worker is recovering
+    client.delete(key)
+    before = _resent("broker_lost")
+    published = [r.published_at for r in _runs(ids)]
+    assert check_broker(app, settings, worker="w1@a") == ids
+    assert check_broker(app, settings, worker="w2@b") is None      # once, however many workers look
+    assert broker_backlog(app, queue) == 2
+    assert all(r.published_at is not None and (p is None or r.published_at > p)
+               for r, p in zip(_runs(ids), published))
+    epoch = read_epoch(settings)
+    assert epoch["worker"] == "w1@a" and epoch["resent_runs"] == 2 and epoch["queued_runs"] == 2
+    assert _resent("broker_lost") == before + 2
+    for run_id in ids:                 # the re-sent message and a surviving duplicate: one run each
+        assert tasks.run_simulation(run_id) == "succeeded"
+        assert tasks.run_simulation(run_id) == "skipped"
+    assert all(r.status == "succeeded" and r.attempts == 1 and _series_count(r.id) == 1 for r in _runs(ids))
+
+
+def test_a_broker_that_cannot_take_the_runs_leaves_the_recovery_to_the_next_check(own_queue, monkeypatch):
+    settings, app, client, queue = own_queue
     ids = _submit(tiny())
 
     def broker_down(ids, app=None):
         raise ConnectionError("broker down")
 
     monkeypatch.setattr("service.runs.enqueue", broker_down)
-    try:
-        with pytest.raises(RuntimeError, match=f"runs {ids[0]} could not be sent"):
-            check_broker(app, settings, worker="w1@a")
-        assert client.get(epoch_key(queue)) is None           # the lease is given back
-        monkeypatch.undo()
-        assert check_broker(app, settings, worker="w1@a") == ids
-    finally:
-        client.delete(*client.keys(f"*{queue}*") or [epoch_key(queue)])
+    with pytest.raises(RuntimeError, match=f"runs {ids[0]} could not be sent"):
+        check_broker(app, settings, worker="w1@a")
+    assert client.get(epoch_key(queue)) is None           # the lease is given back
+    monkeypatch.undo()
+    assert check_broker(app, settings, worker="w1@a") == ids
 
 
 def test_a_worker_retries_a_lost_broker_every_check_interval(tmp_path: Path):
@@ -220,7 +190,7 @@ def test_runs_lost_with_the_broker_are_sent_again_and_finish_within_15_s(stack):
     print(f"\nruns lost with the broker: {len(lost)} re-sent and finished {recovery_s:.1f} s after Redis returned "
           f"(away {OUTAGE_S:g} s)")
     runs = _runs(lost)
-    assert all(r.status == "succeeded" and r.attempts == 1 and _series(r.id) == 1 for r in runs), workers.output()
+    assert all(r.status == "succeeded" and r.attempts == 1 and _series_count(r.id) == 1 for r in runs), workers.output()
     assert recovery_s < RECOVERY_TARGET_S, f"{recovery_s:.1f} s\n{workers.output()}"
     assert _runs([long_run])[0].attempts == 1 and _runs([long_run])[0].status == "cancelled"
 

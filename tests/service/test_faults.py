@@ -49,12 +49,14 @@ def _auth(settings: Settings) -> dict:
     return {"Authorization": f"Bearer {token_for(settings.database_url, 'admin', 'faults')}"}
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = lambda: "") -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = lambda: "") -> float:
+    """Wait until ``predicate()``; return when it became true (time.monotonic())."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{logs()}")
         time.sleep(0.05)
+    return time.monotonic()
 
 
 def _submit(doc: dict) -> list[int]:

@@ -20,19 +20,18 @@ from service.settings import Settings, use_settings
 from .conftest import truncate_all
 from .helpers import busy, tiny
 from .redis_server import RedisServer
-from .test_faults import (_all_runs, _assert_nothing_lost_or_duplicated, _auth, _experiments, _finished, _runs, _submit, _wait,
-                          plugin_dir)  # noqa: F401  (plugin_dir: a fixture)
+from .test_faults import (_all_runs, _assert_nothing_lost_or_duplicated, _auth, _experiments, _finished, _runs,
+                          _submit, _wait)
 from .test_worker import Workers, _environment, warm_engine  # noqa: F401  (warm_engine: an autouse fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 
 @pytest.fixture
-def full_stack(postgres_migrated: str, plugin_dir: Path, tmp_path: Path):
+def full_stack(postgres_migrated: str, tmp_path: Path):
     """PostgreSQL (the session's database, emptied), a throwaway Redis and the settings a worker
     gets: lost messages are sent again 1 s after they were last sent, by a recovery sweep every
     2.5 s (half the 5 s after which a heartbeat is stale)."""
-    pytest.importorskip("redis")
     redis_server = RedisServer(tmp_path)
     redis_server.start()
     truncate_all(postgres_migrated)

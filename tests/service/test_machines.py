@@ -10,19 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
 from service import db
-from service.models import Run, RunSeries
+from service.models import Run
 from service.settings import Settings, use_settings
 from tests.api.helpers import token_for, write_trace
 
 from .conftest import truncate_all
 from .redis_server import RedisServer
+from .test_faults import _all_runs, _runs, _series_count, _wait
 from .test_worker import ROOT, _environment, warm_engine  # noqa: F401  (warm_engine: an autouse fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -94,27 +93,6 @@ class Machines:
                 self.kill(name)
 
 
-def _wait(predicate, timeout: float, what: str, machines: Machines) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{machines.output()}")
-        time.sleep(0.1)
-
-
-def _runs(ids=None) -> list[Run]:
-    with db.session_scope() as s:
-        query = select(Run).order_by(Run.id)
-        if ids is not None:
-            query = query.where(Run.id.in_(list(ids)))
-        return list(s.scalars(query))
-
-
-def _series(run_id: int) -> int:
-    with db.session_scope() as s:
-        return s.scalar(select(func.count()).select_from(RunSeries).where(RunSeries.run_id == run_id))
-
-
 def _machine(run: Run) -> str:
     return (run.worker or "").split("@", 1)[0]
 
@@ -175,14 +153,14 @@ def test_a_sweep_runs_across_machines_and_survives_losing_one(cluster, tmp_path:
                                           "duration_s": 4}]}}]}
     sizes = [2048 + 512 * i for i in range(8)]
     _wait(lambda: all(f"{name}@{name}-host ready." in machines.log(name) for name in names), 90,
-          "the three machines to be ready", machines)
+          "the three machines to be ready", machines.output)
     posted = client.post("/api/v1/sweeps", headers=auth, json={
         "name": "machines", "scenario": scenario, "axes": [{"path": "host.memory_mb", "values": sizes}],
         "policies": [{"name": "static"}, {"name": "versioned"}]})
     assert posted.status_code == 202, posted.get_json()
     sweep = posted.get_json()
-    ids = [r.id for r in _runs()]
-    assert len(ids) == 2 * len(sizes) and {r.policy_version for r in _runs() if r.policy_name == "versioned"} == {"1.0"}
+    ids = [r.id for r in _all_runs()]
+    assert len(ids) == 2 * len(sizes) and {r.policy_version for r in _all_runs() if r.policy_name == "versioned"} == {"1.0"}
 
     # m3 leaves mid-sweep, in the middle of a run (far from its end), after it has finished one
     def m3_busy() -> bool:
@@ -190,18 +168,18 @@ def test_a_sweep_runs_across_machines_and_survives_losing_one(cluster, tmp_path:
         return (any(r.status == "succeeded" for r in runs)
                 and any(r.status == "running" and 0.02 < r.progress < 0.6 for r in runs))
 
-    _wait(m3_busy, 90, "m3 to finish a run and start another", machines)
+    _wait(m3_busy, 90, "m3 to finish a run and start another", machines.output)
     machines.kill("m3")
     (orphan,) = [r.id for r in _runs(ids) if _machine(r) == "m3" and r.status == "running"]
 
     def finished() -> bool:
         return client.get(f"/api/v1/sweeps/{sweep['id']}").get_json()["status"] not in ("queued", "running")
 
-    _wait(finished, 120, "the sweep to finish", machines)
+    _wait(finished, 120, "the sweep to finish", machines.output)
     done = client.get(f"/api/v1/sweeps/{sweep['id']}").get_json()
     runs = _runs(ids)
     assert done["status"] == "succeeded" and done["runs_by_status"] == {"succeeded": len(ids)}, machines.output()
-    assert all(_series(r.id) == 1 for r in runs)
+    assert all(_series_count(r.id) == 1 for r in runs)
     assert {_machine(r) for r in runs} == set(names), [(r.id, r.worker) for r in runs]   # every machine ran some
     taken_over = next(r for r in runs if r.id == orphan)
     assert taken_over.attempts == 2 and _machine(taken_over) in ("m1", "m2")
@@ -219,7 +197,7 @@ def test_a_sweep_runs_across_machines_and_survives_losing_one(cluster, tmp_path:
     assert experiment.status_code == 201, experiment.get_json()
     pinned, plain = (r["id"] for r in experiment.get_json()["runs"])
     _wait(lambda: all(r.status not in ("queued", "running") for r in _runs([pinned, plain])), 90,
-          "m4 to take the runs", machines)
+          "m4 to take the runs", machines.output)
     refused, ran = _runs([pinned, plain])
     assert ran.status == "succeeded" and _machine(ran) == "m4"
     assert refused.status == "failed" and refused.policy_version == "1.0" and refused.summary is None
