@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
@@ -72,7 +73,28 @@ def create_celery(settings: Settings | None = None) -> Celery:
         celery.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
     celery.steps["worker"].add(RunRecovery)
     celery.steps["worker"].add(BrokerWatch)
+    if settings.embedded_broker:
+        _declare_embedded_queue(celery, settings.queue)
     return celery
+
+
+def _declare_embedded_queue(celery: Celery, queue: str, attempts: int = 5) -> None:
+    """kombu's SQLite transport declares a queue with a SELECT, then an INSERT: an API and a
+    worker starting together can both insert, and the loser fails (a worker's consumer then
+    never starts, and its runs stay queued). Each process declares the queue here, once, as it
+    starts; the loser of that race reads the winner's row on its next try."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with celery.connection_for_write() as connection:
+                connection.default_channel.queue_declare(queue=queue)
+            return
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts - 1:
+                log.warning("the embedded broker's queue %s could not be declared: %s", queue, exc)
+                return
+            time.sleep(0.05 * (attempt + 1))
 
 
 class Consumer(CeleryConsumer):
