@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # benchmark this checkout
 sys.path.insert(0, str(ROOT / "bench"))
 
-from api_client import Connection, Stats, drive, free_port, percentile, post_and_wait, wait_health, write_token  # noqa: E402,E501
+from api_client import Connection, Stats, drive as drive_clients, free_port, percentile, post_and_wait, wait_health, write_token  # noqa: E402,E501
+from api_cpu import CpuMeter  # noqa: E402
 from api_store import busy, store_runs, tiny  # noqa: E402
 
 TARGET_P99_MS = 50.0
@@ -138,8 +139,21 @@ class ScratchPostgres:
 
 # --- figures -------------------------------------------------------------------------------------------
 
-def report(title: str, result: tuple[dict[str, Stats], float, float], target: bool = True) -> dict[str, Any]:
-    totals, wall, cpu = result
+SERVERS: dict[str, int] = {}        # url -> pid of the process whose tree serves it
+
+
+def drive(url: str, *args: Any, **kwargs: Any) -> tuple[dict[str, Stats], float, float, Optional[dict[str, float]]]:
+    """bench/api_client.drive, with the CPU the server and PostgreSQL used meanwhile."""
+    meter = CpuMeter(SERVERS[url]) if url in SERVERS else None
+    if meter is not None:
+        meter.start()
+    totals, wall, cpu = drive_clients(url, *args, **kwargs)
+    return totals, wall, cpu, meter.stop() if meter is not None else None
+
+
+def report(title: str, result: tuple[dict[str, Stats], float, float, Optional[dict[str, float]]],
+           target: bool = True) -> dict[str, Any]:
+    totals, wall, cpu, used = result
     print(f"== {title}  (the load generator used {cpu * 100:.0f}% of a core)")
     width = max(len(n) for n in totals)
     every: list[float] = []
@@ -159,7 +173,12 @@ def report(title: str, result: tuple[dict[str, Stats], float, float], target: bo
         verdict = (f"   (target p99 < {TARGET_P99_MS:g} ms: {'met' if p99 < TARGET_P99_MS else 'NOT met'}; "
                    f">= {TARGET_RPS:,.0f} req/s: {'met' if rps >= TARGET_RPS else 'NOT met'})")
     print(f"  {'all':<{width}}  {rps:7.1f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   over {wall:.1f} s{verdict}")
-    return {"title": title, "rps": rps, "p50": p50, "p99": p99, "cpu": cpu,
+    if used and every:
+        print(f"  {'':<{width}}  CPU per request: server {used['server'] / len(every) * 1000:.2f} ms, "
+              f"PostgreSQL {used['postgres'] / len(every) * 1000:.2f} ms, load generator "
+              f"{cpu * wall / len(every) * 1000:.2f} ms")
+    server_ms = used["server"] / len(every) * 1000 if used and every else None
+    return {"title": title, "rps": rps, "p50": p50, "p99": p99, "cpu": cpu, "server_ms": server_ms,
             "errors": sum(s.errors for s in totals.values())}
 
 
@@ -247,6 +266,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             service = Service.up(data_dir, port, args.api_workers, args.api_threads, tmp / "service.log", env)
             servers.append(service)
             url = service.url
+            SERVERS[url] = service.proc.pid
             t0 = time.perf_counter()
             wait_health(url, 180, alive=lambda: service.proc.poll() is None)
             print(f"service:      vmemlab up on {url} ({what}; API gunicorn, {args.api_workers or 'default'} "
@@ -288,6 +308,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             port = free_port()
             hello = Service.hello(port, args.api_workers, args.api_threads, tmp / "hello.log")
             servers.append(hello)
+            SERVERS[hello.url] = hello.proc.pid
             wait_health(hello.url, 60, alive=lambda: hello.proc.poll() is None, path="/hello")
             ref = {"GET /hello (bare Flask)": lambda rng: "/hello"}
             drive(hello.url, ref, min(args.clients, 8), 1.0)
@@ -302,7 +323,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("== summary (all routes together)")
         for row in rows:
             print(f"  {row['rps']:7.1f} req/s  p50 {row['p50']:6.1f} ms  p99 {row['p99']:6.1f} ms  "
-                  f"client CPU {row['cpu'] * 100:3.0f}%  errors {row['errors']}  {row['title']}")
+                  f"client CPU {row['cpu'] * 100:3.0f}%  server CPU/request "
+                  f"{'   -   ' if row['server_ms'] is None else format(row['server_ms'], '.2f') + ' ms'}  "
+                  f"errors {row['errors']}  {row['title']}")
         return 0
     finally:
         for server in servers:

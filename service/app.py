@@ -20,6 +20,7 @@ from .api.common import AppState, IdConverter, LimitDocs, SchemaExtras, close_db
 from .api.finished import BodyCache
 from .api.links import LinkDocs
 from .api.reads import read_sessions
+from .api.response_cache import CachedReads, ResponseCache
 from .api.operations import OperationIds
 from .api.errors import VmemlabApi, register_error_handlers
 from .api.storable import register_storable_check
@@ -27,8 +28,9 @@ from .api.report import blp as report_blp
 from .api.schemas.experiments import ExperimentDocumentSchema
 from .api.schemas.catalog import SPEC_COMPONENTS
 from .celery_app import create_celery
+from .change_feed import feed_for
 from .engine import ENGINE_VERSION
-from .prometheus import register_metrics
+from .prometheus import observe_request, register_metrics
 from .settings import Settings, get_settings
 from .web import register_web
 
@@ -81,6 +83,11 @@ def create_app(settings: Optional[Settings] = None) -> Flask:
     register_error_handlers(app)
     register_auth(app)
     register_storable_check(app)     # after auth: a request without a token is a 401 first
+    feed = feed_for(db.get_engine(settings.database_url)) if settings.change_feed else None
+    app.extensions["vmemlab.feed"] = feed
+    if feed is not None:             # PostgreSQL: whole answers kept while nothing they show changes
+        cache = app.extensions["vmemlab.answers"] = ResponseCache(feed)
+        app.wsgi_app = CachedReads(app.wsgi_app, cache, settings.open_reads, observe_request)  # type: ignore[method-assign]
     return app
 
 

@@ -124,6 +124,12 @@ class ServiceState:
 
 # --- the API: requests -------------------------------------------------------------------------------
 
+def observe_request(method: str, route: str, status: str, seconds: float) -> None:
+    """One answered request (also of the answers service.api.response_cache sends without Flask)."""
+    REQUESTS.labels(method, route, status).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
 def register_metrics(app: Any) -> None:
     """``GET /metrics`` and the request metrics of every other route."""
     from flask import Response, g, request
@@ -143,8 +149,7 @@ def register_metrics(app: Any) -> None:
         started = getattr(g, "metrics_started", None)
         if started is not None and request.endpoint != "prometheus_metrics":
             route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-            LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+            observe_request(request.method, route, str(response.status_code), time.perf_counter() - started)
         return response
 
     def metrics_view() -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import glob
 import os
 import re
@@ -126,8 +127,14 @@ def api_available() -> bool:
 def process_id(pid: Optional[int] = None) -> str:
     """A process's name in the metrics files: host and pid (containers sharing the folder have pids
     in separate namespaces, where pid alone would collide)."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
-    return f"{host}-{os.getpid() if pid is None else pid}"
+    return f"{_host_name()}-{os.getpid() if pid is None else pid}"
+
+
+@functools.cache
+def _host_name() -> str:
+    # once per process: prometheus-client asks for the process id at every metric update, inside
+    # the lock all of a process's threads share, and a gethostname() there made them queue
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
 
 
 def prepare_metrics_dir(data_dir: Path) -> str:

@@ -59,6 +59,11 @@ An experiment over one of the ``VMEMLAB_MAX_*`` limits of experiments is refused
     ``1``: anyone may read (GET) without a token; ``0``: reads need a token too. Writes always
     need a bearer token (``vmemlab tokens create``), and plugin registration an admin token.
     Default 1.
+``VMEMLAB_CHANGE_FEED``
+    PostgreSQL: ``1``: each API process listens to the database's change notifications and
+    keeps the answers to hot reads until what they show changes (service.change_feed); ``0``:
+    every read asks the database (behind a pooler in transaction mode, which cannot keep a
+    LISTEN). Ignored on SQLite. Default 1.
 ``VMEMLAB_ADMIN_TOKEN``
     An admin token to accept (at least 32 characters; e.g. ``vml_`` and ``secrets.token_urlsafe(32)``).
     ``vmemlab serve`` and ``vmemlab up`` store its hash when they start, so that a deployment
@@ -157,6 +162,7 @@ class Settings:
     max_sim_memory_mb: int = 4096
     max_page_size: int = 100
     open_reads: bool = True
+    change_feed: bool = True
     admin_token: Optional[str] = field(default=None, repr=False)
     plugin_time_limit_s: float = 10.0
     plugins_auto_enable: str = "builtin"
@@ -203,6 +209,7 @@ class Settings:
             max_sim_memory_mb=_count(env, "VMEMLAB_MAX_SIM_MEMORY_MB", 4096),
             max_page_size=_count(env, "VMEMLAB_MAX_PAGE_SIZE", 100, high=10_000),
             open_reads=_flag(env, "VMEMLAB_OPEN_READS", default=True),
+            change_feed=_flag(env, "VMEMLAB_CHANGE_FEED", default=True),
             admin_token=_secret(env, "VMEMLAB_ADMIN_TOKEN"),
             plugin_time_limit_s=_number(env, "VMEMLAB_PLUGIN_TIME_LIMIT_S", float, 10.0, low=0.0),
             plugins_auto_enable=_choice(env, "VMEMLAB_PLUGINS_AUTO_ENABLE", ("builtin", "all", "none"), "builtin"),

@@ -9,11 +9,13 @@ from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 from apispec import BasePlugin
 from celery import Celery
-from flask import current_app, g
+from flask import current_app, g, request
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest import Page, abort
+from flask_smorest.exceptions import NotModified
 from marshmallow import Schema, fields, pre_load, validate
 from webargs.flaskparser import FlaskParser
+from werkzeug.http import quote_etag
 from werkzeug.routing import IntegerConverter
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,6 +61,13 @@ class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = StrictParser()
     PAGINATION_ARGUMENTS_PARSER = OneSchemaParser()
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 10, "max_page_size": PAGE_SIZE_CEILING}
+
+    def _check_not_modified(self, etag: str) -> None:
+        # a 304 carries the ETag the 200 would have (RFC 9110, 15.4.5): flask-smorest sends none
+        if request.method in self.METHODS_CHECKING_NOT_MODIFIED and etag in request.if_none_match:
+            not_modified = NotModified()
+            not_modified.data = {"headers": {"ETag": quote_etag(etag)}}   # read by flask-smorest's handler
+            raise not_modified
 
 
 # Row ids are 32-bit (INTEGER primary keys on PostgreSQL): a larger id names nothing, and one past

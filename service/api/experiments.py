@@ -22,6 +22,7 @@ from ..runs import compare, enqueue, request_cancel
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, invalid, read_db, settings
 from .finished import cached, finished_experiment_version, set_version_etag
 from .reads import retrying_reads
+from .response_cache import keep_answer
 from .schemas.experiments import (
     ExperimentComparisonQuerySchema, ExperimentDetailSchema, ExperimentQuerySchema, ExperimentSchema,
 )
@@ -101,6 +102,7 @@ class ExperimentItem(MethodView):
         if version is None:
             return load_experiment(experiment_id, read_db())
         set_version_etag(blp, "experiment", version[0])
+        keep_answer(("experiment", experiment_id))
         # its links are paths under the application's root
         return cached(("experiment", request.script_root, version[0]),
                       lambda: DETAIL.dump(load_experiment(experiment_id, read_db())))
@@ -139,6 +141,7 @@ class ExperimentComparison(MethodView):
         version = finished_experiment_version(experiment_id)
         if version is not None and ("baseline" not in args or baseline in version[1]):
             set_version_etag(blp, "comparison", version[0], baseline)
+            keep_answer(("experiment", experiment_id))
             return cached(("comparison", version[0], baseline),
                           lambda: COMPARISON.dump(compare(experiment_runs(experiment_id), baseline_policy=baseline)))
         experiment = load_experiment(experiment_id, read_db())

@@ -7,6 +7,10 @@ On Redis the broker check also shows the broker's epoch key (service.broker_watc
 the broker has held its data, and how many queued runs a worker sent again when it found the
 broker emptied; ``null`` while a loss is not yet recovered (or before any worker started).
 
+``change_feed`` is this process's view of PostgreSQL's change notifications (service.change_feed):
+``live`` while it serves kept answers, ``off`` on SQLite. It never makes the service unhealthy:
+without it every read asks the database.
+
 Workers are found by a ``ping`` broadcast on Redis. The embedded SQLite broker cannot broadcast,
 so there the workers seen are those whose runs heartbeated recently.
 """
@@ -17,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields
 from sqlalchemy import func, select, text
@@ -59,12 +64,25 @@ class WorkersCheckSchema(CheckSchema):
                                                       "every health check for 5 s)"})
 
 
+class ChangeFeedSchema(Schema):
+    state = fields.String(metadata={"description": "live: kept answers are served (service.api.response_cache); "
+                                                   "connecting or stopped: every read asks the database; off: SQLite "
+                                                   "or VMEMLAB_CHANGE_FEED=0"})
+    changes = fields.Integer(metadata={"description": "changes this process has handled since it started"})
+    confirmed_ms_ago = fields.Float(allow_none=True, metadata={
+        "description": "when the feed last knew it had every change committed before (pings every 50 ms)"})
+    kept_answers = fields.Integer()
+    error = fields.String(allow_none=True)
+
+
 class HealthSchema(Schema):
     status = fields.String(metadata={"description": "ok; degraded (no worker seen); unavailable (503)"})
     message = fields.String(metadata={"description": "with 503: what does not answer (the database, the broker)"})
     database = fields.Nested(CheckSchema)
     broker = fields.Nested(BrokerCheckSchema)
     workers = fields.Nested(WorkersCheckSchema)
+    change_feed = fields.Nested(ChangeFeedSchema, metadata={
+        "description": "this API process's view of PostgreSQL's change notifications (each process has its own)"})
 
 
 @blp.route("")
@@ -84,11 +102,20 @@ class Health(MethodView):
         workers = _workers(ping=broker["ok"]) if database["ok"] else {"ok": None, "message": "database unavailable"}
         healthy = database["ok"] and broker["ok"]
         status = "unavailable" if not healthy else "ok" if workers.get("ok") else "degraded"
-        body = {"status": status, "database": database, "broker": broker, "workers": workers}
+        body = {"status": status, "database": database, "broker": broker, "workers": workers,
+                "change_feed": _change_feed()}
         if not healthy:
             down = [name for name, check in (("the database", database), ("the broker", broker)) if not check["ok"]]
             body["message"] = f"{' and '.join(down)} {'does' if len(down) == 1 else 'do'} not answer; runs cannot be queued"
         return body, 200 if healthy else 503
+
+
+def _change_feed() -> dict[str, Any]:
+    feed = current_app.extensions.get("vmemlab.feed")
+    if feed is None:
+        return {"state": "off"}
+    feed.start()
+    return {**feed.status(), "kept_answers": len(current_app.extensions["vmemlab.answers"])}
 
 
 def _timed(check) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ..runs import request_cancel, run_events, run_series
 from .common import Blueprint, Listing, SQLPage, db, documented_errors, get_or_404, read_db
 from .finished import bodies, cached, finished_run_version, json_body, json_response, set_version_etag
 from .reads import retrying_reads
+from .response_cache import RUNS, keep_answer
 from .schemas.runs import RunDetailSchema, RunQuerySchema, RunSchema, SeriesQuerySchema, SeriesSchema
 
 blp = Blueprint("runs", __name__, description="Runs: status, progress, results and history.")
@@ -58,6 +59,7 @@ class Runs(MethodView):
         order = column.desc() if descending else column.asc()
         statement = statement.order_by(order.nulls_last(), Run.id.desc() if descending else Run.id.asc())
         page = SQLPage(Listing(statement), pagination_parameters, read_db())
+        keep_answer(RUNS)
         return json_response(run_list_body(page.rows))
 
 
@@ -99,6 +101,7 @@ class RunItem(MethodView):
         if version is None:
             return get_or_404(Run, run_id, "run", read_db())
         set_version_etag(blp, "run", version)
+        keep_answer(("run", run_id))
         return cached(("run", version), lambda: RUN_DETAIL.dump(get_or_404(Run, run_id, "run", read_db())))
 
 
@@ -142,6 +145,7 @@ class RunSeriesView(MethodView):
         set_version_etag(blp, "series", version, args["format"])
         if args["format"] == "csv":
             return series_csv(run_id, succeeded_series(run_id))
+        keep_answer(("run", run_id))
         return cached(("series", version), lambda: SERIES.dump(series_document(run_id, succeeded_series(run_id))))
 
 
