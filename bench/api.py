@@ -10,8 +10,9 @@
    request); 50 back to back (saturation), with plain GETs and with clients that send back the
    ETag they got (If-None-Match, as browsers and polling dashboards do); 200 clients on
    ``GET /runs?page_size=100``; then paced (each client waits about ``--think-ms`` between
-   requests). Requests/s, p50/p99 per route, errors, and the load generator's own CPU share
-   (bench/api_client.py: one asyncio thread; it shares the two cores with the server).
+   requests). Requests/s, p50/p99 per route, errors, and the CPU per request of the server's
+   processes, of PostgreSQL's and of the load generator (bench/api_cpu.py; the load generator,
+   bench/api_client.py, is one asyncio thread sharing the two cores with the server).
 4. The reference: a bare Flask hello-world under the same gunicorn configuration, driven the same
    way: the ceiling of this machine, this server and this load generator for any Flask view.
 5. The time from ``POST /api/v1/experiments`` (one small run) to that run finished, with the worker,
