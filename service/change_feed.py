@@ -31,6 +31,8 @@ import time
 import weakref
 from typing import Any, Callable, Optional
 
+from .db import first_line
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "vmemlab_changes"
@@ -129,8 +131,7 @@ class ChangeFeed:
                 with self._connect() as listening, self._connect() as pinging:
                     self._listen(listening, pinging)
             except Exception as exc:  # noqa: BLE001 - a dropped connection, a restart: connect again
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                self.last_error = f"{type(exc).__name__}: {first}"
+                self.last_error = first_line(exc)
                 if not self._stop.is_set():
                     log.warning("change feed: %s; reads ask the database until it is back (retry in %g s)",
                                 self.last_error, self.reconnect_s)
@@ -143,38 +144,41 @@ class ChangeFeed:
         ping_channel = f"vmemlab_ping_{self.backend_pid}"
         listening.execute(f"LISTEN {CHANNEL}")
         listening.execute(f"LISTEN {ping_channel}")
-        with self.lock:          # changes may have been missed while there was no connection
-            self.seq += 1
-            for subscriber in self._each_subscriber():
-                subscriber.clear()
+        self._forget_everything()       # changes may have been missed while there was no connection
         self.last_error = None
         log.info("change feed: listening on %s", CHANNEL)
-        sent: dict[str, float] = {}
+        sent: dict[int, float] = {}     # pings not back yet: number -> when sent
         count = 0
         while not self._stop.is_set():
             count += 1
-            sent[str(count)] = time.monotonic()
+            sent[count] = time.monotonic()
             pinging.execute("SELECT pg_notify(%s, %s)", (ping_channel, str(count)))
-            self._handle(listening.notifies(timeout=self.ping_s), ping_channel, sent)
-
-    def _handle(self, notes: Any, ping_channel: str, sent: dict[str, float]) -> None:
-        for note in notes:
-            if note.channel == CHANNEL:
-                self._changed(note.payload)
-            elif note.channel == ping_channel and note.payload in sent:
-                self._confirmed = sent[note.payload]
-                for old in [k for k in sent if int(k) <= int(note.payload)]:
-                    del sent[old]
+            for note in listening.notifies(timeout=self.ping_s):
+                if note.channel == CHANNEL:
+                    self._changed(note.payload)
+                elif note.channel == ping_channel and int(note.payload) in sent:
+                    back = int(note.payload)        # pings come back in order: the older ones too
+                    self._confirmed = sent[back]
+                    sent = {n: at for n, at in sent.items() if n > back}
 
     def _changed(self, payload: str) -> None:
-        kind, _, ids = payload.partition(" ")
-        numbers = [int(part) for part in ids.split() if part.isdigit()]
-        experiment_id = numbers[0] if numbers else None
-        run_id = numbers[1] if kind == "run" and len(numbers) > 1 else None
+        kind, *ids = payload.split()
+        try:
+            experiment_id, run_id = int(ids[0]), int(ids[1]) if kind == "run" else None
+        except (IndexError, ValueError):        # not migration 0009's: assume anything changed
+            log.warning("change feed: a notification not understood on %s: %r", CHANNEL, payload[:100])
+            self._forget_everything()
+            return
         with self.lock:
             self.seq += 1
             for subscriber in self._each_subscriber():
                 subscriber.changed(experiment_id, run_id)
+
+    def _forget_everything(self) -> None:
+        with self.lock:
+            self.seq += 1
+            for subscriber in self._each_subscriber():
+                subscriber.clear()
 
 
 # --- one feed per process and database -----------------------------------------------------------------

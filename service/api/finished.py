@@ -48,38 +48,61 @@ _EXPERIMENT_VERSION = (select(Experiment.created_at, Run.policy_name, *_RUN_STAT
 
 
 class BodyCache:
-    """An LRU of response bodies, bounded by their total size; safe across a worker's threads."""
+    """An LRU of response bodies (anything with a ``len()`` in bytes), bounded by their total size;
+    safe across a worker's threads. service.api.response_cache keeps its answers in one, under its
+    change feed's lock, and hears of each answer it drops to make room (``on_evict``)."""
 
-    def __init__(self, max_bytes: int = MAX_BYTES):
+    def __init__(self, max_bytes: int = MAX_BYTES, lock: Any = None,
+                 on_evict: Optional[Callable[[Any, Any], None]] = None):
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: OrderedDict[Any, bytes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = lock if lock is not None else threading.Lock()
+        self._on_evict = on_evict
 
-    def get(self, key: Any) -> Optional[bytes]:
+    def get(self, key: Any) -> Any:
         with self._lock:
             body = self._items.get(key)
             if body is not None:
                 self._items.move_to_end(key)
             return body
 
-    def put(self, key: Any, body: bytes) -> None:
+    def put(self, key: Any, body: Any) -> bool:
+        """Keep ``body`` unless it is larger than MAX_ITEM_BYTES; makes room by dropping the least
+        recently used."""
         if len(body) > MAX_ITEM_BYTES:
-            return
+            return False
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.size -= len(old)
+            self._pop(key)
             self._items[key] = body
             self.size += len(body)
             while self.size > self.max_bytes and self._items:
-                _, dropped = self._items.popitem(last=False)
+                dropped_key, dropped = self._items.popitem(last=False)
                 self.size -= len(dropped)
+                if self._on_evict is not None:
+                    self._on_evict(dropped_key, dropped)
+            return True
+
+    def pop(self, key: Any) -> Any:
+        with self._lock:
+            return self._pop(key)
+
+    def _pop(self, key: Any) -> Any:
+        body = self._items.pop(key, None)
+        if body is not None:
+            self.size -= len(body)
+        return body
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
             self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
 
 
 def bodies() -> BodyCache:

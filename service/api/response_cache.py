@@ -34,7 +34,6 @@ behind by more than ``service.change_feed.STALE_S`` stops the cache until it has
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -42,9 +41,8 @@ from flask import request
 from werkzeug.http import parse_etags, unquote_etag
 
 from ..change_feed import ChangeFeed
+from .finished import MAX_BYTES, BodyCache
 
-MAX_BYTES = 64 << 20
-MAX_ITEM_BYTES = 4 << 20
 RUNS = ("runs",)          # what a page of the runs list depends on: every run
 _KEEP = "vmemlab.keep_answer"
 
@@ -64,47 +62,37 @@ class Answer:
     route: str                    # the route pattern, for the request metrics
     what: tuple
 
+    def __len__(self) -> int:     # its size in the cache
+        return len(self.body)
+
 
 class ResponseCache:
     """Answers by URL, bounded by the size of their bodies, dropped by the feed's changes."""
 
     def __init__(self, feed: ChangeFeed, max_bytes: int = MAX_BYTES):
         self.feed = feed
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._answers: OrderedDict[tuple, Answer] = OrderedDict()
+        self._answers = BodyCache(max_bytes, lock=feed.lock, on_evict=self._unindex)
         self._by_what: dict[tuple, set[tuple]] = {}
         feed.subscribe(self)
 
     def get(self, key: tuple) -> Optional[Answer]:
-        if not self.feed.live():
-            return None
-        with self.feed.lock:
-            answer = self._answers.get(key)
-            if answer is not None:
-                self._answers.move_to_end(key)
-            return answer
+        return self._answers.get(key) if self.feed.live() else None
 
     def put(self, key: tuple, answer: Answer, token: int) -> bool:
         """Keep ``answer`` if no change has been handled since ``token`` was taken."""
-        if len(answer.body) > MAX_ITEM_BYTES:
-            return False
         with self.feed.lock:
             if self.feed.seq != token or not self.feed.live():
                 return False
             self._drop(key)
-            self._answers[key] = answer
+            if not self._answers.put(key, answer):
+                return False
             self._by_what.setdefault(answer.what, set()).add(key)
-            self.size += len(answer.body)
-            while self.size > self.max_bytes and self._answers:
-                self._drop(next(iter(self._answers)))
             return True
 
     def clear(self) -> None:
         with self.feed.lock:
             self._answers.clear()
             self._by_what.clear()
-            self.size = 0
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -119,17 +107,19 @@ class ResponseCache:
             whats += [("run", run_id), RUNS]
         for what in whats:
             for key in self._by_what.pop(what, ()):
-                self._drop(key)
+                self._answers.pop(key)
 
     def _drop(self, key: tuple) -> None:
-        answer = self._answers.pop(key, None)
+        answer = self._answers.pop(key)
         if answer is not None:
-            self.size -= len(answer.body)
-            keys = self._by_what.get(answer.what)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_what[answer.what]
+            self._unindex(key, answer)
+
+    def _unindex(self, key: tuple, answer: Answer) -> None:
+        keys = self._by_what.get(answer.what)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_what[answer.what]
 
 
 class CachedReads:

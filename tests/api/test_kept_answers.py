@@ -184,6 +184,9 @@ def test_an_answer_read_across_a_change_is_not_kept(app, feed):
     assert answers.put(("", "/x", ""), Answer("200 OK", [], b"{}", None, "/x", ("run", 1)), feed.token())
     feed._changed("run 7 1")
     assert len(answers) == 0
+    assert answers.put(("", "/x", ""), Answer("200 OK", [], b"{}", None, "/x", ("run", 1)), feed.token())
+    feed._changed("not 0009's")                   # not understood: anything may have changed
+    assert len(answers) == 0
 
 
 def test_closed_reads_never_use_kept_answers(make_app, settings):
